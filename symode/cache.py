@@ -1,0 +1,176 @@
+"""The on-disk cache of generated modules.
+
+Each compiled system lives in its own directory ``<root>/numba/<key>/``: the generated
+``_dynamics.py``, a copy of the engine modules from ``kernels/`` that import it as a
+module global (so numba's ``cache=True`` can store the compiled engine in that
+directory's ``__pycache__``), and ``meta.json`` with versions, the canonical inputs and
+a SHA-256 of every file.
+
+- key = SHA-256 of the canonical expressions, backend, symode and numba versions and
+  the engine sources: any change gives a new directory, never a stale one;
+- directories are built under a temporary name and renamed into place (atomic): a
+  reader never sees a half-written module, and two processes compiling the same
+  system both succeed (the loser of the rename uses the winner's directory);
+- a directory whose files do not match ``meta.json`` (corrupted, edited, foreign) is
+  moved aside and regenerated;
+- a read-only cache root falls back to a per-user temporary directory, with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import uuid
+import warnings
+from pathlib import Path
+
+import numba
+import sympy
+
+from . import __version__
+
+__all__ = ["default_cache_dir", "kernels_dir", "load_generated"]
+
+_lock = threading.Lock()
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/symode`` (``~/.cache/symode`` when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "symode"
+
+
+def kernels_dir() -> Path:
+    """The engine sources: ``symode.kernels`` when installed, ``kernels/`` in a checkout."""
+    spec = importlib.util.find_spec("symode.kernels")
+    if spec is not None and spec.origin:
+        return Path(spec.origin).parent
+    return Path(__file__).resolve().parent.parent / "kernels"
+
+
+def _kernel_sources() -> dict[str, str]:
+    d = kernels_dir()
+    files = {p.name: p.read_text() for p in sorted(d.glob("*.py")) if p.name != "__init__.py"}
+    if not files:
+        raise FileNotFoundError(f"symode's engine sources were not found in {d}")
+    return files
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _writable_root(root: Path) -> Path:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".probe-{uuid.uuid4().hex}"
+        probe.write_text("")
+        probe.unlink()
+        return root
+    except OSError:
+        fallback = Path(tempfile.gettempdir()) / f"symode-cache-{os.getuid()}"
+        warnings.warn(
+            f"symode cache directory {root} is not writable; using {fallback}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        fallback.mkdir(parents=True, exist_ok=True)
+        return fallback
+
+
+def _files(source: str, engine: dict[str, str]) -> dict[str, str]:
+    init = '"""A symode-generated system (see meta.json)."""\n'
+    return {"__init__.py": init, "_dynamics.py": source, **engine}
+
+
+def _valid(directory: Path, expected: dict[str, str]) -> bool:
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+        if meta.get("files") != {name: _sha(text) for name, text in expected.items()}:
+            return False
+        return all(_sha((directory / name).read_text()) == h for name, h in meta["files"].items())
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        return False
+
+
+def _build(root: Path, key: str, files: dict[str, str], meta: dict) -> Path:
+    final = root / key
+    tmp = root / f".tmp-{key}-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        os.rename(tmp, final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not final.exists():
+            raise
+    return final
+
+
+def _discard(directory: Path) -> None:
+    trash = directory.with_name(f".trash-{directory.name}-{uuid.uuid4().hex}")
+    try:
+        os.rename(directory, trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def load_generated(generate, canonical: str, backend: str = "numba", cache_dir=None):
+    """Find (or generate and write) the module directory of a system and import it.
+
+    ``generate()`` returns the ``_dynamics`` source; it is called only when the cache
+    has no valid directory for ``canonical``, so a warm load skips all SymPy work.
+    Returns ``(package_module, directory, source)``; the engine modules are importable
+    as ``package.integrate`` etc.
+    """
+    engine = _kernel_sources()
+    key_text = "\n".join(
+        [__version__, numba.__version__, sympy.__version__, backend, canonical]
+        + [f"{k}:{_sha(v)}" for k, v in sorted(engine.items())]
+    )
+    key = "sys_" + _sha(key_text)[:24]
+    root = _writable_root(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    root = root / backend
+    root.mkdir(exist_ok=True)
+    with _lock:
+        directory = root / key
+        source = None
+        if directory.exists():
+            try:
+                source = (directory / "_dynamics.py").read_text()
+            except (OSError, UnicodeDecodeError):
+                source = ""
+            if not _valid(directory, _files(source, engine)):
+                _discard(directory)
+                source = None
+        if source is None or not directory.exists():
+            source = generate()
+            files = _files(source, engine)
+            meta = {
+                "symode": __version__,
+                "numba": numba.__version__,
+                "sympy": sympy.__version__,
+                "backend": backend,
+                "canonical": canonical,
+                "files": {name: _sha(text) for name, text in files.items()},
+            }
+            directory = _build(root, key, files, meta)
+        modname = f"_symode_{key}"
+        pkg = sys.modules.get(modname)
+        if pkg is None:
+            spec = importlib.util.spec_from_file_location(
+                modname, directory / "__init__.py", submodule_search_locations=[str(directory)]
+            )
+            pkg = importlib.util.module_from_spec(spec)
+            sys.modules[modname] = pkg
+            spec.loader.exec_module(pkg)
+    return pkg, directory, source

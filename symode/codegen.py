@@ -1,0 +1,193 @@
+"""Print an ODESystem's derived expressions as the Python source of numba kernels.
+
+Every kernel follows one in-place, allocation-free calling convention (DESIGN.md):
+
+=====================================  ==================================================
+``rhs(t, y, p, out)``                  ``out = f(t, y, p)``
+``vjp(t, y, p, a, out_y, out_p)``      ``out_y = aᵀ ∂f/∂y``, ``out_p = aᵀ ∂f/∂p``
+``jvp(t, y, p, v, w, out)``            ``out = (∂f/∂y) v + (∂f/∂p) w``
+``jac(t, y, p, out)``                  ``out = ∂f/∂y`` (n × n)
+``dfdt(t, y, p, out)``                 ``out = ∂f/∂t``
+``trace(t, y, p)``                     returns ``tr ∂f/∂y``
+``trace_grad(t, y, p, out_y, out_p)``  ``∂tr/∂y``, ``∂tr/∂p``
+``running(t, y, p)``                   returns the running cost g (0 without a loss)
+``running_grad(t, y, p, out_y, out_p)`` ``∂g/∂y``, ``∂g/∂p``
+``observation(y, d, p)``               returns φ
+``observation_grad(y, d, p, out_y, out_p)``  ``∂φ/∂y``, ``∂φ/∂p``
+=====================================  ==================================================
+
+User symbols are replaced by synthetic names (``y[0]``, ``p[3]``, ``a[1]``) before
+printing, so no user text is ever printed as code; names appear only in the header
+comment, through ``ascii()`` (one line, no newline can escape the comment).
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.core.function import AppliedUndef
+from sympy.printing.pycode import PythonCodePrinter
+
+from .errors import UnsupportedFunctionError
+from .system import Loss, ODESystem, _symbol_name
+
+__all__ = ["generate_numba_source"]
+
+
+class _NumbaPrinter(PythonCodePrinter):
+    """PythonCodePrinter restricted to what numba compiles, strict about the rest."""
+
+    def __init__(self):
+        super().__init__({"strict": True, "fully_qualified_modules": True})
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    def _print_Piecewise(self, expr):
+        if expr.args[-1].cond is not sp.true:
+            raise UnsupportedFunctionError(
+                f"Piecewise without an otherwise branch (cond True) cannot be compiled: {expr}"
+            )
+        return super()._print_Piecewise(expr)
+
+    def _print_Pow(self, expr, rational=False):
+        base, exp = expr.as_base_exp()
+        if exp.is_Integer and 2 <= int(exp) <= 4:
+            b = self.parenthesize(base, 100)
+            return "*".join([b] * int(exp))
+        return super()._print_Pow(expr, rational=rational)
+
+
+def _check_printable(exprs, printer: _NumbaPrinter) -> None:
+    """Raise UnsupportedFunctionError naming the first function the printer cannot print."""
+    for e in exprs:
+        for node in sp.preorder_traversal(e):
+            if isinstance(node, AppliedUndef):
+                raise UnsupportedFunctionError(
+                    f"undefined function {node.func.__name__!r} (in {node}) cannot be compiled: "
+                    "define it as an expression of states, params and t"
+                )
+            if isinstance(node, (sp.Derivative, sp.Subs, sp.Integral)):
+                raise UnsupportedFunctionError(
+                    f"unevaluated {type(node).__name__} {node} cannot be compiled"
+                )
+            if isinstance(node, sp.Function):
+                try:
+                    printer.doprint(node)
+                except UnsupportedFunctionError:
+                    raise
+                except Exception:
+                    raise UnsupportedFunctionError(
+                        f"function {node.func.__name__!r} (in {node}) has no numba translation"
+                    ) from None
+
+
+def _vector_syms(name: str, n: int) -> list[sp.Symbol]:
+    return [sp.Symbol(f"{name}[{i}]") for i in range(n)]
+
+
+class _Emitter:
+    def __init__(self, system: ODESystem, loss: Loss | None):
+        self.system = system
+        self.printer = _NumbaPrinter()
+        n, np_ = system.n_states, system.n_params
+        self.subs = dict(zip(system.states, _vector_syms("y", n)))
+        self.subs.update(zip(system.params, _vector_syms("p", np_)))
+        self.subs[system.t] = sp.Symbol("t")
+        if loss is not None:
+            self.subs.update(zip(loss.data, _vector_syms("d", len(loss.data))))
+        self.lines: list[str] = []
+
+    def function(self, signature: str, outputs: list[tuple[str, sp.Expr]], returns=None):
+        """Emit one @njit function: CSE over all outputs, then assignments."""
+        exprs = [sp.sympify(e).xreplace(self.subs) for _, e in outputs]
+        if returns is not None:
+            exprs.append(sp.sympify(returns).xreplace(self.subs))
+        _check_printable(exprs, self.printer)
+        temps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("c_"), order="none")
+        body = [f"    {s} = {self.printer.doprint(v)}" for s, v in temps]
+        ret = reduced.pop() if returns is not None else None
+        for (target, _), v in zip(outputs, reduced):
+            body.append(f"    {target} = {self.printer.doprint(v)}")
+        if ret is not None:
+            text = repr(float(ret)) if ret.is_Number else self.printer.doprint(ret)
+            body.append(f"    return {text}")
+        if not body:
+            body.append("    return")
+        self.lines += ["", "", "@njit(cache=True)", f"def {signature}:", *body]
+
+
+def _zero_fill(target: str) -> tuple[str, sp.Expr]:
+    return (f"{target}[:]", sp.S.Zero)
+
+
+def generate_numba_source(system: ODESystem, loss: Loss | None = None) -> str:
+    """The text of the ``_dynamics`` module for ``system`` (and ``loss``)."""
+    n, np_ = system.n_states, system.n_params
+    em = _Emitter(system, loss)
+    a = _vector_syms("a", n)
+    v = _vector_syms("v", n)
+    w = _vector_syms("w", np_)
+
+    em.function("rhs(t, y, p, out)", [(f"out[{i}]", e) for i, e in enumerate(system.rhs)])
+
+    adj = system.adjoint()
+    lam_subs = dict(zip(adj.lam, a))
+    em.function(
+        "vjp(t, y, p, a, out_y, out_p)",
+        [(f"out_y[{j}]", -e.xreplace(lam_subs)) for j, e in enumerate(adj.lam_rhs)]
+        + [(f"out_p[{k}]", -e.xreplace(lam_subs)) for k, e in enumerate(adj.mu_rhs)],
+    )
+
+    J, Jp = system.jacobian(), system.param_jacobian()
+    jvp = [
+        sp.Add(*[J[i, j] * v[j] for j in range(n)], *[Jp[i, k] * w[k] for k in range(np_)])
+        for i in range(n)
+    ]
+    em.function("jvp(t, y, p, v, w, out)", [(f"out[{i}]", e) for i, e in enumerate(jvp)])
+
+    jac_out = [_zero_fill("out")] + [
+        (f"out[{i}, {j}]", J[i, j]) for i in range(n) for j in range(n) if J[i, j] != 0
+    ]
+    em.function("jac(t, y, p, out)", jac_out)
+    em.function(
+        "dfdt(t, y, p, out)", [(f"out[{i}]", e) for i, e in enumerate(system.time_derivative())]
+    )
+    em.function("trace(t, y, p)", [], returns=system.divergence())
+    gy, gp = system.divergence_gradient()
+    em.function(
+        "trace_grad(t, y, p, out_y, out_p)",
+        [(f"out_y[{j}]", e) for j, e in enumerate(gy)]
+        + [(f"out_p[{k}]", e) for k, e in enumerate(gp)],
+    )
+
+    loss_ = loss if loss is not None else Loss()
+    ld = system.loss_derivatives(loss_)
+    em.function("running(t, y, p)", [], returns=loss_.running)
+    em.function(
+        "running_grad(t, y, p, out_y, out_p)",
+        [(f"out_y[{j}]", e) for j, e in enumerate(ld["g_y"])]
+        + [(f"out_p[{k}]", e) for k, e in enumerate(ld["g_p"])],
+    )
+    em.function("observation(y, d, p)", [], returns=loss_.observation)
+    em.function(
+        "observation_grad(y, d, p, out_y, out_p)",
+        [(f"out_y[{j}]", e) for j, e in enumerate(ld["phi_y"])]
+        + [(f"out_p[{k}]", e) for k, e in enumerate(ld["phi_p"])],
+    )
+
+    header = [
+        '"""Generated by symode: dynamics kernels of one ODE system. Do not edit."""',
+        f"# states: {ascii([_symbol_name(s) for s in system.states])}",
+        f"# params: {ascii([q.name for q in system.params])}",
+        f"# running cost: {'yes' if loss is not None and loss_.running != 0 else 'no'}; "
+        f"observation cost: {'yes' if loss is not None and loss_.observation != 0 else 'no'}",
+        "import math  # noqa: F401",
+        "",
+        "from numba import njit",
+        "",
+        f"N_STATES = {n}",
+        f"N_PARAMS = {np_}",
+        f"N_DATA = {0 if loss is None else len(loss.data)}",
+        "HAS_RUNNING_COST = " + str(loss is not None and loss_.running != 0),
+    ]
+    return "\n".join(header + em.lines) + "\n"

@@ -1,0 +1,360 @@
+"""A compiled system: the generated kernels plus the engine, behind ``solve``.
+
+``ODESystem.compile()`` returns a :class:`Model`. Input checking, shapes and messages
+live here, in Python; the numba kernels never raise (they write status codes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy as sp
+
+from .cache import load_generated
+from .codegen import generate_numba_source
+from .errors import IntegrationError, NonFiniteInputError, ShapeError, Status
+from .system import Loss, ODESystem
+from .tableaus import ButcherTableau, get_tableau
+
+__all__ = ["Model", "Solution", "compile_system"]
+
+_DTYPES = {np.dtype(np.float64), np.dtype(np.float32)}
+
+
+@dataclass
+class Solution:
+    """The result of :meth:`Model.solve`.
+
+    Attributes
+    ----------
+    t : (T,) array
+    y : (T, n) array, or (B, T, n) for an ensemble
+    stats : dict of nfev, naccept, nreject (ints, or (B,) arrays for an ensemble)
+    status : Status, or (B,) int array of Status codes for an ensemble
+    message : str, or list of str for an ensemble
+    sol : callable ``sol(t) -> y`` when solved with ``dense=True``, else None
+    """
+
+    t: np.ndarray
+    y: np.ndarray
+    stats: dict
+    status: object
+    message: object
+    sol: object = None
+    failed: tuple = field(default_factory=tuple)
+
+    @property
+    def success(self) -> bool:
+        return not self.failed
+
+
+def _messages(stats: np.ndarray, fstats: np.ndarray) -> list[str]:
+    return [Status(int(s[0])).describe(float(f[0]), float(f[1])) for s, f in zip(stats, fstats)]
+
+
+class _Method:
+    """A tableau's arrays and controller settings in the layout the kernels read."""
+
+    def __init__(self, tab: ButcherTableau, dtype):
+        self.tableau = tab
+        A, b, c, e, P = tab.arrays(np.float64)
+        self.arrays = (A, b, c, e, P)
+        self.fsal = bool(tab.fsal)
+        self.adaptive = bool(tab.adaptive)
+        self.err_order = int(tab.error_order or tab.order)
+
+
+def _as_float_array(x, name: str, dtype) -> np.ndarray:
+    try:
+        a = np.array(x, dtype=dtype)
+    except (TypeError, ValueError) as err:
+        raise ShapeError(f"{name} must be an array of numbers: {err}") from None
+    if not np.all(np.isfinite(a)):
+        raise NonFiniteInputError(f"{name} contains NaN or infinity")
+    return a
+
+
+class Model:
+    """An :class:`ODESystem` compiled to numba kernels plus the integration engine.
+
+    Use :meth:`ODESystem.compile` to make one. ``model.source`` is the generated
+    module's text; ``model.path`` the cache directory it lives in.
+    """
+
+    def __init__(self, system: ODESystem, source: str, package, path, loss: Loss | None):
+        self.system = system
+        self.source = source
+        self.path = path
+        self.loss = loss
+        self._pkg = package
+        self._engine = None
+
+    def __repr__(self) -> str:
+        return f"Model({self.system!r}, backend='numba', path='{self.path}')"
+
+    # -- engine access (imports are lazy: nothing compiles until first use) ----------
+    def _module(self, name: str):
+        import importlib
+
+        return importlib.import_module(f"{self._pkg.__name__}.{name}")
+
+    @property
+    def kernels(self):
+        """The generated ``_dynamics`` module: ``rhs``, ``vjp``, ``jvp``, ``jac``, ...."""
+        return self._module("_dynamics")
+
+    # -- input handling ---------------------------------------------------------------
+    def _inputs(self, y0, params, dtype):
+        n, n_p = self.system.n_states, self.system.n_params
+        y0 = _as_float_array(y0, "y0", dtype)
+        params = _as_float_array(params if params is not None else [], "params", np.float64)
+        if y0.ndim not in (1, 2) or y0.shape[-1] != n:
+            raise ShapeError(f"y0 must have shape ({n},) or (B, {n}); got {y0.shape}")
+        if params.ndim not in (1, 2) or params.shape[-1] != n_p:
+            if not (n_p == 0 and params.size == 0):
+                raise ShapeError(
+                    f"params must have shape ({n_p},) or (B, {n_p}); got {params.shape}"
+                )
+            params = params.reshape(-1, 0) if params.ndim == 2 else np.zeros(0)
+        batched = y0.ndim == 2 or params.ndim == 2
+        if batched:
+            B = y0.shape[0] if y0.ndim == 2 else params.shape[0]
+            if y0.ndim == 2 and params.ndim == 2 and y0.shape[0] != params.shape[0]:
+                raise ShapeError(
+                    f"batched y0 {y0.shape} and params {params.shape} disagree on the batch size"
+                )
+            y0 = np.ascontiguousarray(np.broadcast_to(y0, (B, n)))
+            params = np.ascontiguousarray(np.broadcast_to(params, (B, n_p)))
+        return y0, params, batched
+
+    @staticmethod
+    def _times(t_eval, t_span):
+        t_eval = _as_float_array(t_eval, "t_eval", np.float64)
+        if t_eval.ndim != 1:
+            raise ShapeError(f"t_eval must be 1-D, got shape {t_eval.shape}")
+        if t_span is None:
+            if t_eval.size < 2:
+                raise ShapeError("t_eval needs at least two times (or pass t_span=(t0, t1))")
+            t0, t1 = float(t_eval[0]), float(t_eval[-1])
+        else:
+            t0, t1 = (float(v) for v in _as_float_array(t_span, "t_span", np.float64))
+        if t0 == t1:
+            raise ShapeError("the integration interval is empty (t0 == t1)")
+        direction = 1.0 if t1 > t0 else -1.0
+        d = np.diff(t_eval) * direction
+        if np.any(d <= 0):
+            raise ShapeError("t_eval must be strictly monotone in the direction of integration")
+        if t_eval.size and ((t_eval[0] - t0) * direction < 0 or (t_eval[-1] - t1) * direction > 0):
+            raise ShapeError(f"t_eval must lie inside t_span [{t0}, {t1}]")
+        return t_eval, t0, t1
+
+    @staticmethod
+    def _grid(method: _Method, t0, t1, dt, grid):
+        if method.adaptive:
+            if dt is not None or grid is not None:
+                raise ValueError(
+                    f"method {method.tableau.name!r} is adaptive: it takes rtol/atol (and h0 "
+                    "for the first step), not dt or grid"
+                )
+            return np.empty(0)
+        if grid is not None:
+            g = _as_float_array(grid, "grid", np.float64)
+            if g.ndim != 1 or g.size < 2 or g[0] != t0 or g[-1] != t1:
+                raise ShapeError(f"grid must be 1-D, start at t0={t0} and end at t1={t1}")
+            if np.any(np.diff(g) * np.sign(t1 - t0) <= 0):
+                raise ShapeError("grid must be strictly monotone in the direction of integration")
+            return g
+        if dt is None or not dt > 0 or not math.isfinite(dt):
+            raise ValueError(
+                f"fixed-step method {method.tableau.name!r} needs a positive step dt= (or grid=)"
+            )
+        steps = max(1, math.ceil(abs(t1 - t0) / dt * (1 - 1e-12)))
+        g = t0 + np.sign(t1 - t0) * dt * np.arange(steps + 1)
+        g[-1] = t1
+        return g
+
+    def _options(self, method: _Method, nz, dtype, rtol, atol, max_steps, dt_min, h0, beta, nerr):
+        if not (rtol >= 0 and math.isfinite(rtol)):
+            raise ValueError(f"rtol must be a finite number >= 0, got {rtol}")
+        atol_a = np.array(atol, dtype=np.float64)
+        if atol_a.ndim == 0:
+            atol_a = np.full(nz, float(atol_a))
+        elif atol_a.shape != (self.system.n_states,):
+            raise ShapeError(
+                f"atol must be a scalar or have shape ({self.system.n_states},), got {atol_a.shape}"
+            )
+        if np.any(atol_a < 0) or not np.all(np.isfinite(atol_a)):
+            raise ValueError("atol must be finite and >= 0")
+        if atol_a.size < nz:  # augmented states take the last state's atol
+            atol_a = np.concatenate([atol_a, np.full(nz - atol_a.size, atol_a.min())])
+        if method.adaptive and rtol == 0 and np.any(atol_a[: nerr or nz] == 0):
+            raise ValueError("rtol and atol cannot both be zero")
+        if not (isinstance(max_steps, (int, np.integer)) and max_steps > 0):
+            raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+        if beta is None:
+            beta = 0.2 / (method.err_order + 1)  # Hairer's DOPRI5: 0.04 for a 5(4) pair
+        iopt = np.array(
+            [method.fsal, method.adaptive, method.err_order, max_steps, nerr or nz], np.int64
+        )
+        fopt = np.array([rtol, h0 or 0.0, dt_min, 0.9, 0.2, 10.0, beta], np.float64)
+        return iopt, fopt, atol_a
+
+    # -- solving ------------------------------------------------------------------------
+    def solve(
+        self,
+        y0,
+        t_eval,
+        params=None,
+        method: str = "dopri5",
+        *,
+        rtol: float = 1e-6,
+        atol=1e-9,
+        dt: float | None = None,
+        grid=None,
+        t_span=None,
+        dense: bool = False,
+        max_steps: int = 100_000,
+        dt_min: float = 0.0,
+        h0: float | None = None,
+        beta: float | None = None,
+        throw: bool = True,
+        dtype=np.float64,
+    ) -> Solution:
+        """Integrate from ``t_eval[0]`` (or ``t_span[0]``) and report y at ``t_eval``.
+
+        Parameters
+        ----------
+        y0 : (n,) or (B, n) array
+            Initial state; a batch solves B independent trajectories in parallel.
+        t_eval : (T,) array
+            Output times, strictly monotone; integration runs from the first to the
+            last unless ``t_span`` is given. Backward in time when decreasing.
+        params : (p,) or (B, p) array
+        method : str
+            "euler", "midpoint", "heun", "rk4" (fixed step: give ``dt`` or ``grid``),
+            "bosh3", "dopri5", "tsit5", "dopri8" (adaptive: ``rtol``, ``atol``).
+        rtol, atol : float, atol may be per component (n,)
+            Error per step ≤ atol + rtol·|y| in the RMS norm (HNW I, II.4).
+        dt, grid : fixed-step size, or the exact step times
+        dense : bool
+            Also return ``Solution.sol``, a callable interpolant over the whole span.
+        max_steps, dt_min, h0, beta :
+            Step limit, smallest step, first step (default: Hairer's estimate), and
+            the PI controller's β (0 gives the I controller of scipy's RK45).
+        throw : bool
+            Raise :class:`IntegrationError` when a trajectory fails (the partial
+            :class:`Solution` is attached as ``err.solution``); otherwise report the
+            failure in ``status``/``message``.
+        dtype : float64 (default) or float32
+
+        Returns
+        -------
+        Solution
+            ``y`` is (T, n), or (B, T, n) for a batch; unreached outputs of a failed
+            trajectory are NaN and its status says where it stopped.
+
+        Examples
+        --------
+        >>> sol = model.solve([1.0, 1.0], np.linspace(0, 10, 101), [1.5, 1, 3, 1])  # doctest: +SKIP
+        """
+        dtype = np.dtype(dtype)
+        if dtype not in _DTYPES:
+            raise TypeError(f"dtype must be float64 or float32, got {dtype}")
+        m = _Method(get_tableau(method), dtype)
+        y0, params, batched = self._inputs(y0, params, dtype)
+        t_eval, t0, t1 = self._times(t_eval, t_span)
+        g = self._grid(m, t0, t1, dt, grid)
+        n = self.system.n_states
+        iopt, fopt, atol_a = self._options(m, n, dtype, rtol, atol, max_steps, dt_min, h0, beta, n)
+        A, b, c, e, P = m.arrays
+        aux = _empty_aux(n, m.tableau.stages)
+        integ = self._module("integrate")
+        T = t_eval.size
+        if batched:
+            if dense:
+                raise ValueError("dense=True is available for single trajectories only")
+            B = y0.shape[0]
+            Y = np.full((B, T, n), np.nan, dtype)
+            stats = np.zeros((B, 5), np.int64)
+            fstats = np.zeros((B, 3))
+            self._module("ensemble").solve_ensemble(
+                t0, t1, y0, params, aux, A, b, c, e, P, iopt, fopt, atol_a, g, t_eval, Y,
+                stats, fstats,
+            )  # fmt: skip
+            codes = stats[:, 0].copy()
+            msgs = _messages(stats, fstats)
+            failed = tuple(int(i) for i in np.flatnonzero(codes))
+            st = {"nfev": stats[:, 1], "naccept": stats[:, 2], "nreject": stats[:, 3]}
+            sol = Solution(t_eval, Y, st, codes, msgs, None, failed)
+        else:
+            Y = np.full((T, n), np.nan, dtype)
+            stats = np.zeros(5, np.int64)
+            fstats = np.zeros(3)
+            rec = integ.integrate(
+                integ.FORWARD, t0, t1, y0, params, n, aux, A, b, c, e, P, iopt, fopt, atol_a,
+                g, t_eval, Y, stats, fstats, dense, 1 << 62,
+            )  # fmt: skip
+            code = Status(int(stats[0]))
+            msg = _messages(stats[None], fstats[None])[0]
+            st = {"nfev": int(stats[1]), "naccept": int(stats[2]), "nreject": int(stats[3])}
+            interp = None
+            if dense:
+                interp = DenseSolution(self, m, params, rec, t0, t1)
+            sol = Solution(t_eval, Y, st, code, msg, interp, (0,) if code else ())
+        if throw and sol.failed:
+            which = "" if not batched else f" (trajectories {list(sol.failed)[:10]})"
+            first = sol.message if not batched else sol.message[sol.failed[0]]
+            err = IntegrationError(f"integration failed{which}: {first}", sol.failed)
+            err.solution = sol
+            raise err
+        return sol
+
+
+def _empty_aux(n: int, s: int):
+    return (np.zeros(n), np.zeros((s + 1, n)), np.array([0.0, 1.0]), np.zeros((s + 1, 1)))
+
+
+class DenseSolution:
+    """The continuous solution of one trajectory: ``sol(t)`` for any t in the span.
+
+    It keeps the state at the start of every accepted step and recomputes that step's
+    stages on demand, so its memory is O(steps · n).
+    """
+
+    def __init__(self, model: Model, method: _Method, params, rec, t0, t1):
+        rec_t, rec_h, nsteps, ck_i, ck_z, n_ck = rec
+        self._model, self._method, self._params = model, method, params
+        self.ts = rec_t[: nsteps + 1].copy()
+        self._h = rec_h[:nsteps].copy()
+        self._z = ck_z[:n_ck].copy()
+        self.t0, self.t1 = t0, t1
+
+    def __call__(self, t):
+        t = np.asarray(t, dtype=np.float64)
+        flat = np.atleast_1d(t).ravel()
+        lo, hi = min(self.t0, self.t1), max(self.t0, self.t1)
+        if np.any((flat < lo) | (flat > hi)) or not np.all(np.isfinite(flat)):
+            raise ValueError(f"the dense solution covers [{lo}, {hi}] only")
+        integ = self._model._module("integrate")
+        A, b, c, e, P = self._method.arrays
+        n = self._model.system.n_states
+        out = np.empty((flat.size, self._z.shape[1]), self._z.dtype)
+        integ.dense_query(
+            flat, self.ts, self._h, self._z, self._params, n, A, b, c, P, self._method.fsal, out
+        )
+        return out.reshape(t.shape + (out.shape[1],))
+
+
+def compile_system(system: ODESystem, backend="numba", loss: Loss | None = None, cache_dir=None):
+    """Generate, cache and load the kernels of ``system`` (see :meth:`ODESystem.compile`)."""
+    if backend != "numba":
+        raise NotImplementedError(
+            f"backend {backend!r} is not available yet; symode builds 'numba' kernels"
+        )
+    canonical = system._canonical() + ("" if loss is None else sp.srepr(loss.__dict__))
+    pkg, path, source = load_generated(
+        lambda: generate_numba_source(system, loss), canonical, backend, cache_dir
+    )
+    return Model(system, source, pkg, path, loss)
