@@ -1,0 +1,96 @@
+"""Shared compiled models: numba compile time dominates the suite, so each reference
+system is compiled once per session into one cache directory (reused across runs
+locally; CI starts from an empty one)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symode
+
+CACHE = Path(__file__).resolve().parent.parent / ".symode-test-cache"
+
+t = sp.Symbol("t")
+
+
+def lotka_volterra():
+    x, y = sp.symbols("x y")
+    a, b, c, d = sp.symbols("a b c d")
+    return symode.ODESystem(
+        [a * x - b * x * y, c * x * y - d * y], states=[x, y], params=[a, b, c, d], t=t
+    )
+
+
+def lorenz():
+    x, y, z = sp.symbols("x y z")
+    s, r, b = sp.symbols("sigma rho beta")
+    return symode.ODESystem(
+        [s * (y - x), x * (r - z) - y, x * y - b * z], states=[x, y, z], params=[s, r, b], t=t
+    )
+
+
+def linear3():
+    """y' = A(θ) y with A = [[θ0, θ1, 0], [-θ1, θ0, θ2], [0, -θ2, θ3]]."""
+    ys = sp.symbols("y0:3")
+    th = sp.symbols("th0:4")
+    A = sp.Matrix([[th[0], th[1], 0], [-th[1], th[0], th[2]], [0, -th[2], th[3]]])
+    return symode.ODESystem(list(A * sp.Matrix(ys)), states=list(ys), params=list(th), t=t), A
+
+
+def forced_oscillator():
+    """x'' + 2ζω x' + ω² x = F cos(Ω t): non-autonomous."""
+    x, v = sp.symbols("x v")
+    w, zeta, F, Om = sp.symbols("omega zeta F Omega")
+    return symode.ODESystem(
+        [v, -2 * zeta * w * v - w**2 * x + F * sp.cos(Om * t)],
+        states=[x, v],
+        params=[w, zeta, F, Om],
+        t=t,
+    )
+
+
+def scalar():
+    """y' = k y (decay for k < 0, blow-up tests use y' = y**2 separately)."""
+    y, k = sp.symbols("y k")
+    return symode.ODESystem([k * y], states=[y], params=[k], t=t)
+
+
+@pytest.fixture(scope="session")
+def cache_dir():
+    CACHE.mkdir(exist_ok=True)
+    return CACHE
+
+
+@pytest.fixture(scope="session")
+def lv_model(cache_dir):
+    return lotka_volterra().compile(cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="session")
+def lorenz_model(cache_dir):
+    return lorenz().compile(cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="session")
+def linear_model(cache_dir):
+    system, A = linear3()
+    model = system.compile(cache_dir=cache_dir)
+    model.A_sym = A
+    return model
+
+
+@pytest.fixture(scope="session")
+def oscillator_model(cache_dir):
+    return forced_oscillator().compile(cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="session")
+def scalar_model(cache_dir):
+    return scalar().compile(cache_dir=cache_dir)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
