@@ -14,10 +14,18 @@ from .errors import (  # noqa: E402
     UndeclaredSymbolError,
     UnsupportedFunctionError,
 )
+from .ivp import solve_ivp  # noqa: E402
+from .model import Model, Solution  # noqa: E402
 from .system import AdjointEquations, Loss, ODESystem, SensitivityEquations  # noqa: E402
+from .tableaus import TABLEAUS, ButcherTableau  # noqa: E402
 
 __all__ = [
     "ODESystem",
+    "Model",
+    "Solution",
+    "solve_ivp",
+    "ButcherTableau",
+    "TABLEAUS",
     "Loss",
     "AdjointEquations",
     "SensitivityEquations",
