@@ -7,7 +7,7 @@ the one-by-one solves bit for bit.
 
 from numba import njit, prange
 
-from .integrate import FORWARD, integrate
+from .integrate import FORWARD, dyn, integrate
 
 
 @njit(cache=True, parallel=True)
@@ -17,6 +17,6 @@ def solve_ensemble(
     n = Z0.shape[1]
     for i in prange(Z0.shape[0]):
         integrate(
-            FORWARD, t0, t1, Z0[i], Pm[i], n, aux, A, b, c, e, P, iopt, fopt, atol, grid,
-            t_out, Z_out[i], stats[i], fstats[i], False, 2,
+            dyn(FORWARD), t0, t1, Z0[i], Pm[i], n, aux, A, b, c, e, P, iopt, fopt, atol, grid,
+            t_out, Z_out[i], stats[i], fstats[i], dyn(0), dyn(2),
         )  # fmt: skip

@@ -41,6 +41,13 @@ FS_T, FS_H, FS_HNEXT = 0, 1, 2
 
 
 @njit(cache=True)
+def dyn(x):
+    """x as a plain runtime value: passing a literal constant (a kind, a flag) straight to
+    a jitted function makes numba compile a separate specialization per value."""
+    return x + 0
+
+
+@njit(cache=True)
 def dense_weights(theta, P, bth):
     """bth[i] = b_i(θ) = Σ_q P[i, q] θ^(q+1) (Horner)."""
     K = P.shape[1]
@@ -444,6 +451,8 @@ def dense_query(tq, ts, hs, zs, p, n, A, b, c, P, fsal, out):
     for q in range(tq.size):
         j = find_step(ts, nsteps, tq[q])
         if j != last:
-            step_data(FORWARD, ts[j], zs[j], hs[j], p, n, aux, work, A, b, c, fsal, k, ztmp, znew)
+            step_data(
+                dyn(FORWARD), ts[j], zs[j], hs[j], p, n, aux, work, A, b, c, fsal, k, ztmp, znew
+            )
             last = j
         dense_eval((tq[q] - ts[j]) / hs[j], hs[j], zs[j], k, P, bth, out[q])

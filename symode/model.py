@@ -294,7 +294,7 @@ class Model:
             fstats = np.zeros(3)
             rec = integ.integrate(
                 integ.FORWARD, t0, t1, y0, params, n, aux, A, b, c, e, P, iopt, fopt, atol_a,
-                g, t_eval, Y, stats, fstats, dense, 1 << 62,
+                g, t_eval, Y, stats, fstats, int(dense), 1 << 62,
             )  # fmt: skip
             code = Status(int(stats[0]))
             msg = _messages(stats[None], fstats[None])[0]
@@ -310,6 +310,71 @@ class Model:
             err.solution = sol
             raise err
         return sol
+
+    def vjp(self, y0, t_eval, params=None, cotangent=None, *, adjoint="checkpoint", **options):
+        """Gradients of ``L`` w.r.t. y0 and params, given ``cotangent[i] = ∂L/∂y(t_eval[i])``.
+
+        Parameters
+        ----------
+        y0, t_eval, params : as in :meth:`solve` (batches give one gradient each)
+        cotangent : (T, n) or (B, T, n) array
+        adjoint : {"checkpoint", "backsolve", "discrete", "forward"}
+            See :mod:`symode.gradients`. "checkpoint" (default) is the safe choice;
+            "backsolve" (Chen et al. 2018) is O(1) in memory but unstable on
+            dissipative problems; "discrete" is the exact gradient of the computed
+            solution (equal to finite differences of the solver); "forward" uses
+            forward sensitivities (cheap when n + p is small).
+        options : method, rtol, atol, dt, grid, t_span, max_steps, h0, dtype, throw,
+            adjoint_rtol, adjoint_atol (default: the forward ones), seminorm (default
+            True: the μ channels are left out of backward step control, Kidger et al.
+            2021), checkpoints (int ≥ 2: at most that many stored states; default
+            every step).
+
+        Returns
+        -------
+        Gradient
+            ``.y0``, ``.params`` and forward/backward ``.stats``.
+        """
+        from .gradients import compute_gradient
+
+        if cotangent is None:
+            raise ValueError("vjp needs cotangent= (∂L/∂y at each output time)")
+        return compute_gradient(self, y0, t_eval, params, cotangent, adjoint=adjoint, **options)
+
+    def value_and_grad(
+        self,
+        y0,
+        t_eval,
+        params=None,
+        data=None,
+        *,
+        wrt=("params",),
+        adjoint="checkpoint",
+        **options,
+    ):
+        """The compiled symbolic loss and its gradient, shaped for scipy.optimize.
+
+        ``model = system.compile(loss=symode.Loss(...))``; then
+        ``scipy.optimize.minimize(lambda th: model.value_and_grad(y0, ts, th, data), th0,
+        jac=True)``.
+
+        Parameters
+        ----------
+        data : (T, d) array of the loss's data placeholders at each output time
+        wrt : tuple of "params" and/or "y0": which gradients, concatenated in order
+
+        Returns
+        -------
+        (value, gradient) : (float, 1-D array)
+        """
+        from .gradients import compute_gradient
+
+        for w in wrt:
+            if w not in ("params", "y0"):
+                raise ValueError(f"wrt entries must be 'params' or 'y0', got {w!r}")
+        g = compute_gradient(self, y0, t_eval, params, None, data, adjoint=adjoint, **options)
+        parts = {"params": g.params, "y0": g.y0}
+        return g.value, np.concatenate([np.atleast_1d(parts[w]) for w in wrt])
 
 
 def _empty_aux(n: int, s: int):

@@ -1,0 +1,562 @@
+"""Gradients of a loss through an ODE solve: three adjoint modes and forward sensitivities.
+
+The loss is ``L = Σᵢ φᵢ(y(tᵢ)) + ∫ g(t, y, p) dt``: either raw cotangents ``∂L/∂y(tᵢ)``
+(``use_loss`` False) or the compiled symbolic loss (``observation``/``running``).
+
+- BACKSOLVE: the augmented state [y, λ, μ] integrated backwards from t1 with the same
+  stepper (Chen et al. 2018, Algorithm 1); y is reset to the forward value at each
+  observation time; O(1) memory in the number of steps.
+- CHECKPOINT: the forward pass keeps at most ``max_ck`` checkpoints (thinned online);
+  the backward pass recomputes one segment at a time and integrates [λ, μ] backwards
+  over each forward step with y from that step's dense output.
+- DISCRETE: the exact reverse sweep through the RK stages of the accepted steps and of
+  the dense output at the observation times (step sizes held fixed), equal to finite
+  differences of the solver itself.
+- FORWARD: forward sensitivities S' = J S + ∂f/∂p, S(t0) = [0 | I].
+
+Continuous modes accept ``nerr`` < full size: the seminorm of Kidger, Chen & Lyons
+(2021) that leaves the μ channels out of step-size control.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ._dynamics import (
+    HAS_RUNNING_COST,
+    observation,
+    observation_grad,
+    running,
+    running_grad,
+    rhs,
+    vjp,
+)
+from .integrate import (
+    ADJOINT, BACKSOLVE, FORWARD, FORWARD_COST, FS_HNEXT, F_H0, I_ADAPTIVE, S_NACCEPT, S_NFEV,
+    S_NREJECT, S_STATUS, SENSITIVITY, SUCCESS, copy, dense_weights, evaluate, integrate,
+    rk_combine, work_size, dyn,
+)  # fmt: skip
+
+MODE_BACKSOLVE = 0
+MODE_CHECKPOINT = 1
+MODE_DISCRETE = 2
+MODE_FORWARD = 3
+
+
+@njit(cache=True)
+def observation_cotangent(use_loss, y, cot_i, data_i, p, out_y, gp):
+    """out_y = ∂L/∂y(tᵢ); with a symbolic loss also gp += ∂φ/∂p. Returns φ."""
+    n = out_y.size
+    if not use_loss:
+        for j in range(n):
+            out_y[j] = cot_i[j]
+        return 0.0
+    wp = np.empty(p.size)
+    observation_grad(y[:n], data_i, p, out_y, wp)
+    for q in range(p.size):
+        gp[q] += wp[q]
+    return observation(y[:n], data_i, p)
+
+
+@njit(cache=True)
+def subgrid(grid, ta, tb):
+    """Points of ``grid`` strictly between ta and tb, with ta and tb, ordered ta → tb."""
+    direction = 1.0 if tb >= ta else -1.0
+    count = 0
+    for g in grid:
+        if direction * (g - ta) > 0 and direction * (tb - g) > 0:
+            count += 1
+    out = np.empty(count + 2)
+    out[0] = ta
+    out[count + 1] = tb
+    q = 1
+    if direction > 0:
+        for g in grid:
+            if g > ta and g < tb:
+                out[q] = g
+                q += 1
+    else:
+        for i in range(grid.size - 1, -1, -1):
+            g = grid[i]
+            if g < ta and g > tb:
+                out[q] = g
+                q += 1
+    return out
+
+
+@njit(cache=True)
+def add_stats(dst, src):
+    dst[S_NFEV] += src[S_NFEV]
+    dst[S_NACCEPT] += src[S_NACCEPT]
+    dst[S_NREJECT] += src[S_NREJECT]
+    if src[S_STATUS] != SUCCESS and dst[S_STATUS] == SUCCESS:
+        dst[S_STATUS] = src[S_STATUS]
+
+
+@njit(cache=True)
+def backward_piece(
+    kind, ta, tb, z, p, n, aux, A, b, c, e, P, biopt, bfopt, batol, grid, fixed_one_step, st_b, fst
+):
+    """Integrate the adjoint state z from ta back to tb in place; keeps the step size."""
+    if ta == tb:
+        return
+    t_out = np.array([tb])
+    z_out = np.empty((1, z.size), z.dtype)
+    st = np.zeros(5, np.int64)
+    if biopt[I_ADAPTIVE] == 1:
+        g = grid
+    elif fixed_one_step:
+        g = np.array([ta, tb])
+    else:
+        g = subgrid(grid, ta, tb)
+    integrate(
+        kind,
+        ta,
+        tb,
+        z,
+        p,
+        n,
+        aux,
+        A,
+        b,
+        c,
+        e,
+        P,
+        biopt,
+        bfopt,
+        batol,
+        g,
+        t_out,
+        z_out,
+        st,
+        fst,
+        dyn(0),
+        dyn(2),
+    )
+    if st[S_STATUS] == SUCCESS:
+        copy(z, z_out[0])
+        bfopt[F_H0] = fst[FS_HNEXT]
+    add_stats(st_b, st)
+
+
+@njit(cache=True)
+def vjp_kind(kind, t, z, p, n, zbar, out_z, out_p, wy, wp):
+    """(out_z, out_p) = zbarᵀ ∂F/∂(z, p) for the forward kinds (with the cost channel)."""
+    vjp(t, z[:n], p, zbar[:n], out_z[:n], out_p)
+    if kind == FORWARD_COST:
+        out_z[n] = 0.0
+        running_grad(t, z[:n], p, wy, wp)
+        for j in range(n):
+            out_z[j] += zbar[n] * wy[j]
+        for q in range(p.size):
+            out_p[q] += zbar[n] * wp[q]
+
+
+@njit(cache=True)
+def recompute_segment(
+    kind, i0, i1, z0, rec_t, rec_h, p, n, aux, A, b, c, fsal, seg_z, seg_k, seg_Y, work
+):
+    """Re-run accepted steps i0..i1-1 from z0: states, stages (and stage inputs) per step."""
+    s = A.shape[0]
+    nz = z0.size
+    copy(seg_z[0], z0)
+    zerr = np.empty(nz, z0.dtype)
+    for i in range(i0, i1):
+        r = i - i0
+        t = rec_t[i]
+        h = rec_h[i]
+        k = seg_k[r]
+        evaluate(kind, t, seg_z[r], p, n, aux, work, k[0])
+        copy(seg_Y[r, 0], seg_z[r])
+        for st in range(1, s):
+            Y = seg_Y[r, st]
+            for m in range(nz):
+                acc = 0.0
+                for j in range(st):
+                    acc += A[st, j] * k[j, m]
+                Y[m] = seg_z[r, m] + h * acc
+            evaluate(kind, t + c[st] * h, Y, p, n, aux, work, k[st])
+        rk_combine(seg_z[r], h, b, b, k, seg_z[r + 1], zerr)
+        if fsal:
+            copy(k[s], k[s - 1])
+        else:
+            evaluate(kind, t + h, seg_z[r + 1], p, n, aux, work, k[s])
+    return (i1 - i0) * (s + (0 if fsal else 1))
+
+
+@njit(cache=True)
+def gradient(
+    mode, t0, t1, y0, p, t_obs, cot, data, use_loss, A, b, c, e, P, iopt, fopt, atol, grid,
+    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value,
+):  # fmt: skip
+    """Gradient of L w.r.t. y0 (gy0) and p (gp) for one trajectory; see module docstring."""
+    n = y0.size
+    n_p = p.size
+    T = t_obs.size
+    s = A.shape[0]
+    fsal = iopt[0] == 1
+    direction = 1.0 if t1 >= t0 else -1.0
+    kind_f = dyn(FORWARD_COST) if HAS_RUNNING_COST else dyn(FORWARD)
+    nz = n + 1 if HAS_RUNNING_COST else n
+    aux0 = (np.zeros(n), np.zeros((s + 1, n)), np.array([0.0, 1.0]), np.zeros((s + 1, 1)))
+    fst = np.zeros(3)
+    lam_y = np.zeros(n)
+    for j in range(n):
+        gy0[j] = 0.0
+    for q in range(n_p):
+        gp[q] = 0.0
+    work = np.zeros(work_size(n, n_p, s))
+    wy = work[n : 2 * n]
+    wp = np.zeros(n_p)
+    total = 0.0
+
+    if mode == MODE_FORWARD:
+        m_cols = n_p + n
+        zsz = n + m_cols * n + m_cols
+        z0 = np.zeros(zsz, y0.dtype)
+        for j in range(n):
+            z0[j] = y0[j]
+            z0[n + (n_p + j) * n + j] = 1.0
+        Z = np.empty((T, zsz), y0.dtype)
+        integrate(
+            dyn(SENSITIVITY),
+            t0,
+            t1,
+            z0,
+            p,
+            n,
+            aux0,
+            A,
+            b,
+            c,
+            e,
+            P,
+            iopt,
+            fopt,
+            atol,
+            grid,
+            t_obs,
+            Z,
+            st_f,
+            fst,
+            dyn(0),
+            dyn(2),
+        )
+        if st_f[S_STATUS] != SUCCESS:
+            return
+        for i in range(T):
+            total += observation_cotangent(use_loss, Z[i], cot[i], data[i], p, lam_y, gp)
+            for col in range(m_cols):
+                acc = 0.0
+                for j in range(n):
+                    acc += lam_y[j] * Z[i, n + col * n + j]
+                if col < n_p:
+                    gp[col] += acc
+                else:
+                    gy0[col - n_p] += acc
+        if HAS_RUNNING_COST:
+            for col in range(m_cols):
+                r = Z[T - 1, n + m_cols * n + col]
+                if col < n_p:
+                    gp[col] += r
+                else:
+                    gy0[col - n_p] += r
+            total += running_integral(
+                t0, t1, y0, p, A, b, c, e, P, iopt, fopt, atol, grid, t_obs, st_f
+            )
+        value[0] = total
+        return
+
+    # ---- forward pass ----
+    z0 = np.zeros(nz, y0.dtype)
+    for j in range(n):
+        z0[j] = y0[j]
+    Zf = np.empty((T, nz), y0.dtype)
+    record = 0 if mode == MODE_BACKSOLVE else 1
+    rec_t, rec_h, nsteps, ck_i, ck_z, n_ck = integrate(
+        kind_f, t0, t1, z0, p, n, aux0, A, b, c, e, P, iopt, fopt, atol, grid, t_obs, Zf,
+        st_f, fst, record, max_ck,
+    )  # fmt: skip
+    if st_f[S_STATUS] != SUCCESS:
+        return
+    if HAS_RUNNING_COST:
+        total += Zf[T - 1, n]  # t_obs[-1] == t1 is required for a running cost
+
+    if mode == MODE_BACKSOLVE:
+        za = np.zeros(2 * n + n_p, y0.dtype)
+        zb = za[:n]
+        tcur = t_obs[T - 1]  # λ = 0 after the last observation (no running cost there)
+        for i in range(T - 1, -1, -1):
+            backward_piece(
+                dyn(BACKSOLVE),
+                tcur,
+                t_obs[i],
+                za,
+                p,
+                n,
+                aux0,
+                A,
+                b,
+                c,
+                e,
+                P,
+                biopt,
+                bfopt,
+                batol,
+                grid,
+                dyn(0),
+                st_b,
+                fst,
+            )
+            tcur = t_obs[i]
+            for j in range(n):
+                zb[j] = Zf[i, j]
+            total += observation_cotangent(use_loss, Zf[i], cot[i], data[i], p, lam_y, gp)
+            for j in range(n):
+                za[n + j] += lam_y[j]
+        if tcur != t0:
+            backward_piece(
+                dyn(BACKSOLVE),
+                tcur,
+                t0,
+                za,
+                p,
+                n,
+                aux0,
+                A,
+                b,
+                c,
+                e,
+                P,
+                biopt,
+                bfopt,
+                batol,
+                grid,
+                dyn(0),
+                st_b,
+                fst,
+            )
+        for j in range(n):
+            gy0[j] = za[n + j]
+        for q in range(n_p):
+            gp[q] += za[2 * n + q]
+        value[0] = total
+        return
+
+    # ---- checkpointed modes: recompute one segment at a time, sweep it backwards ----
+    max_seg = 1
+    for q in range(n_ck):
+        end = ck_i[q + 1] if q + 1 < n_ck else nsteps
+        max_seg = max(max_seg, end - ck_i[q])
+    seg_z = np.empty((max_seg + 1, nz), y0.dtype)
+    seg_k = np.empty((max_seg, s + 1, nz), y0.dtype)
+    seg_Y = np.empty((max_seg, s, nz), y0.dtype)
+    bth = np.empty(s + 1)
+    io = T - 1
+    if mode == MODE_CHECKPOINT:
+        za = np.zeros(n + n_p, y0.dtype)
+        lam = za[:n]
+        tha = np.empty(2)
+        fixed_one = 1 if biopt[I_ADAPTIVE] == 0 else 0
+    else:
+        zbar = np.zeros(nz)
+        if HAS_RUNNING_COST:
+            zbar[n] = 1.0
+        zbar_new = np.zeros(nz)
+        kbar = np.zeros((s + 1, nz))
+        oz = np.zeros(nz)
+        op = np.zeros(n_p)
+    for q in range(n_ck - 1, -1, -1):
+        i0 = ck_i[q]
+        i1 = ck_i[q + 1] if q + 1 < n_ck else nsteps
+        st_b[S_NFEV] += recompute_segment(
+            kind_f,
+            i0,
+            i1,
+            ck_z[q],
+            rec_t,
+            rec_h,
+            p,
+            n,
+            aux0,
+            A,
+            b,
+            c,
+            fsal,
+            seg_z,
+            seg_k,
+            seg_Y,
+            work,
+        )
+        for i in range(i1 - 1, i0 - 1, -1):
+            r = i - i0
+            ta = rec_t[i]
+            tb = rec_t[i + 1]
+            h = rec_h[i]
+            if mode == MODE_CHECKPOINT:
+                tha[0] = ta
+                tha[1] = h
+                aux = (seg_z[r], seg_k[r], tha, P)
+                tcur = tb
+                while io >= 0 and direction * (t_obs[io] - ta) > 0:
+                    backward_piece(
+                        dyn(ADJOINT),
+                        tcur,
+                        t_obs[io],
+                        za,
+                        p,
+                        n,
+                        aux,
+                        A,
+                        b,
+                        c,
+                        e,
+                        P,
+                        biopt,
+                        bfopt,
+                        batol,
+                        grid,
+                        fixed_one,
+                        st_b,
+                        fst,
+                    )
+                    tcur = t_obs[io]
+                    total += observation_cotangent(
+                        use_loss, Zf[io], cot[io], data[io], p, lam_y, gp
+                    )
+                    for j in range(n):
+                        lam[j] += lam_y[j]
+                    io -= 1
+                backward_piece(
+                    dyn(ADJOINT),
+                    tcur,
+                    ta,
+                    za,
+                    p,
+                    n,
+                    aux,
+                    A,
+                    b,
+                    c,
+                    e,
+                    P,
+                    biopt,
+                    bfopt,
+                    batol,
+                    grid,
+                    fixed_one,
+                    st_b,
+                    fst,
+                )
+            else:
+                # outputs inside (ta, tb]: at tb it is the step's end state, else dense output
+                for m in range(nz):
+                    for st in range(s + 1):
+                        kbar[st, m] = 0.0
+                while io >= 0 and direction * (t_obs[io] - ta) > 0:
+                    total += observation_cotangent(
+                        use_loss, Zf[io], cot[io], data[io], p, lam_y, gp
+                    )
+                    if t_obs[io] == tb:
+                        for j in range(n):
+                            zbar[j] += lam_y[j]
+                    else:
+                        dense_weights((t_obs[io] - ta) / h, P, bth)
+                        for j in range(n):
+                            zbar_new[j] += lam_y[j]  # held until the step's start
+                            for st in range(s + 1):
+                                kbar[st, j] += h * bth[st] * lam_y[j]
+                    io -= 1
+                # f1 = F(tb, z_{i+1}) feeds the Hermite rows of non-FSAL methods
+                if not fsal:
+                    vjp_kind(kind_f, tb, seg_z[r + 1], p, n, kbar[s], oz, op, wy, wp)
+                    st_b[S_NFEV] += 1
+                    for m in range(nz):
+                        zbar[m] += oz[m]
+                    for qq in range(n_p):
+                        gp[qq] += op[qq]
+                for m in range(nz):
+                    for st in range(s):
+                        kbar[st, m] += h * b[st] * zbar[m]
+                for st in range(s - 1, -1, -1):
+                    vjp_kind(kind_f, ta + c[st] * h, seg_Y[r, st], p, n, kbar[st], oz, op, wy, wp)
+                    st_b[S_NFEV] += 1
+                    for qq in range(n_p):
+                        gp[qq] += op[qq]
+                    for m in range(nz):
+                        for l in range(st):
+                            kbar[l, m] += h * A[st, l] * oz[m]
+                    for m in range(nz):
+                        zbar_new[m] += oz[m]
+                for m in range(nz):
+                    zbar[m] += zbar_new[m]
+                    zbar_new[m] = 0.0
+    # observations at t0
+    while io >= 0:
+        total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
+        if mode == MODE_CHECKPOINT:
+            for j in range(n):
+                lam[j] += lam_y[j]
+        else:
+            for j in range(n):
+                zbar[j] += lam_y[j]
+        io -= 1
+    if mode == MODE_CHECKPOINT:
+        for j in range(n):
+            gy0[j] = za[j]
+        for qq in range(n_p):
+            gp[qq] += za[n + qq]
+    else:
+        for j in range(n):
+            gy0[j] = zbar[j]
+    value[0] = total
+
+
+@njit(cache=True)
+def running_integral(t0, t1, y0, p, A, b, c, e, P, iopt, fopt, atol, grid, t_obs, st):
+    """∫ g dt along the trajectory (forward-sensitivity mode's loss value)."""
+    n = y0.size
+    s = A.shape[0]
+    z0 = np.zeros(n + 1, y0.dtype)
+    for j in range(n):
+        z0[j] = y0[j]
+    Z = np.empty((1, n + 1), y0.dtype)
+    aux0 = (np.zeros(n), np.zeros((s + 1, n)), np.array([0.0, 1.0]), np.zeros((s + 1, 1)))
+    fst = np.zeros(3)
+    integrate(
+        dyn(FORWARD_COST),
+        t0,
+        t1,
+        z0,
+        p,
+        n,
+        aux0,
+        A,
+        b,
+        c,
+        e,
+        P,
+        iopt,
+        fopt,
+        atol,
+        grid,
+        np.array([t1]),
+        Z,
+        st,
+        fst,
+        dyn(0),
+        dyn(2),
+    )
+    return Z[0, n]
+
+
+@njit(cache=True, parallel=True)
+def gradient_ensemble(
+    mode, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, A, b, c, e, P, iopt, fopt, atol, grid,
+    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE,
+):  # fmt: skip
+    for i in prange(Y0.shape[0]):
+        gradient(
+            mode, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, A, b, c, e, P, iopt,
+            fopt, atol, grid, biopt, bfopt.copy(), batol, max_ck, GY0[i], GP[i], ST_F[i],
+            ST_B[i], VALUE[i],
+        )  # fmt: skip
