@@ -38,8 +38,10 @@ def main(quick: bool = False, plot: str | None = "quickstart.png", cache_dir=Non
     for _ in range(reps):
         sol = model.solve([1.0, 1.0], ts, theta, method="dopri5", rtol=1e-8, atol=1e-8)
     t_solve = (time.perf_counter() - t0) / reps
-    print(f"\ncompile() + first solve: {t_first:.2f} s  (numba compiles once, then loads from "
-          f"the on-disk cache at {model.path.parent})")
+    print(
+        f"\ncompile() + first solve: {t_first:.2f} s  (numba compiles once, then loads from "
+        f"the on-disk cache at {model.path.parent})"
+    )
     print(f"solve (dopri5, rtol=atol=1e-8): {t_solve * 1e3:.3f} ms, stats {sol.stats}")
     print("y(10) =", sol.y[-1])
 

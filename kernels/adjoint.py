@@ -186,9 +186,12 @@ def recompute_segment(
 @njit(cache=True)
 def gradient(
     mode, t0, t1, y0, p, t_obs, cot, data, use_loss, A, b, c, e, P, iopt, fopt, atol, grid,
-    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value,
+    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
-    """Gradient of L w.r.t. y0 (gy0) and p (gp) for one trajectory; see module docstring."""
+    """Gradient of L w.r.t. y0 (gy0) and p (gp) for one trajectory; see module docstring.
+
+    Also writes the forward solution at t_obs into y_out (T, n) and L into value[0].
+    """
     n = y0.size
     n_p = p.size
     T = t_obs.size
@@ -241,6 +244,9 @@ def gradient(
             dyn(0),
             dyn(2),
         )
+        for i in range(T):
+            for j in range(n):
+                y_out[i, j] = Z[i, j]
         if st_f[S_STATUS] != SUCCESS:
             return
         for i in range(T):
@@ -276,6 +282,9 @@ def gradient(
         kind_f, t0, t1, z0, p, n, aux0, A, b, c, e, P, iopt, fopt, atol, grid, t_obs, Zf,
         st_f, fst, record, max_ck,
     )  # fmt: skip
+    for i in range(T):
+        for j in range(n):
+            y_out[i, j] = Zf[i, j]
     if st_f[S_STATUS] != SUCCESS:
         return
     if HAS_RUNNING_COST:
@@ -552,11 +561,11 @@ def running_integral(t0, t1, y0, p, A, b, c, e, P, iopt, fopt, atol, grid, t_obs
 @njit(cache=True, parallel=True)
 def gradient_ensemble(
     mode, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, A, b, c, e, P, iopt, fopt, atol, grid,
-    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE,
+    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
 ):  # fmt: skip
     for i in prange(Y0.shape[0]):
         gradient(
             mode, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, A, b, c, e, P, iopt,
             fopt, atol, grid, biopt, bfopt.copy(), batol, max_ck, GY0[i], GP[i], ST_F[i],
-            ST_B[i], VALUE[i],
+            ST_B[i], VALUE[i], Y_OUT[i],
         )  # fmt: skip

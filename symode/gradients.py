@@ -37,7 +37,11 @@ class Gradient:
     ----------
     y0 : (n,) or (B, n)      ∂L/∂y0
     params : (p,) or (B, p)  ∂L/∂θ
+    t : (T,) or (B, T)       ∂L/∂t_eval (raw cotangents only, else None): moving output
+                             time i > 0 gives cotᵢ·f(tᵢ, yᵢ); moving t_eval[0] = t0 (the
+                             start, y0 held) gives −λ(t0⁺)·f(t0, y0)
     value : float or (B,)    the loss (0 with raw cotangents: the loss is yours)
+    y : (T, n) or (B, T, n)  the forward solution at t_eval
     stats : dict             forward and backward nfev / naccept / nreject
     status, message          as in :class:`Solution`
     """
@@ -49,10 +53,31 @@ class Gradient:
     status: object
     message: object
     failed: tuple = ()
+    y: np.ndarray | None = None
+    t: np.ndarray | None = None
 
     @property
     def success(self) -> bool:
         return not self.failed
+
+
+def _time_gradients(model, t_eval, t0, y0, params, cot, GY0, Y_OUT, batched):
+    """∂L/∂t_eval for raw cotangents (see Gradient.t), from the forward outputs."""
+    rhs = model.kernels.rhs
+    B, T, n = Y_OUT.shape
+    P = params if batched else params[None]
+    Y0 = y0 if batched else y0[None]
+    GT = np.zeros((B, T))
+    f = np.empty(n)
+    for bi in range(B):
+        for i in range(T):
+            if i == 0 and t_eval[0] == t0:
+                rhs(t0, Y0[bi].astype(np.float64), P[bi], f)
+                GT[bi, 0] = -np.dot(GY0[bi] - cot[bi, 0], f)
+            else:
+                rhs(t_eval[i], Y_OUT[bi, i].astype(np.float64), P[bi], f)
+                GT[bi, i] = np.dot(cot[bi, i], f)
+    return GT
 
 
 def compute_gradient(
@@ -154,17 +179,19 @@ def compute_gradient(
     ST_F = np.zeros((B, 5), np.int64)
     ST_B = np.zeros((B, 5), np.int64)
     VALUE = np.zeros((B, 1))
+    Y_OUT = np.full((B, T, n), np.nan, dtype)
     adj = model._module("adjoint")
     args = (mode, t0, t1)
     rest = (t_eval, cot, data_a, use_loss, A, b, c, e, P, iopt, fopt, atol_f, g, biopt)
     if batched:
         adj.gradient_ensemble(
-            *args, y0, params, *rest, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE
+            *args, y0, params, *rest, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT
         )
     else:
         adj.gradient(
             *args, y0, params, t_eval, cot[0], data_a[0], use_loss, A, b, c, e, P, iopt, fopt,
             atol_f, g, biopt, bfopt.copy(), batol, max_ck, GY0[0], GP[0], ST_F[0], ST_B[0], VALUE[0],
+            Y_OUT[0],
         )  # fmt: skip
     _ = _empty_aux  # (kernels build their own aux)
     codes = np.where(ST_F[:, 0] != 0, ST_F[:, 0], ST_B[:, 0])
@@ -192,7 +219,15 @@ def compute_gradient(
     }
     value = VALUE[:, 0] if batched else float(VALUE[0, 0])
     status = codes if batched else Status(int(codes[0]))
-    out = Gradient(pick(GY0), pick(GP), value, stats, status, msgs if batched else msgs[0], failed)
+    GT = (
+        None
+        if use_loss
+        else _time_gradients(model, t_eval, t0, y0, params, cot, GY0, Y_OUT, batched)
+    )
+    out = Gradient(
+        pick(GY0), pick(GP), value, stats, status, msgs if batched else msgs[0], failed,
+        pick(Y_OUT), None if GT is None else pick(GT),
+    )  # fmt: skip
     if throw and failed:
         err = IntegrationError(
             f"gradient failed for trajectories {list(failed)[:10]}: {msgs[failed[0]]}", failed
