@@ -198,7 +198,7 @@ def gradient(
     s = A.shape[0]
     fsal = iopt[0] == 1
     direction = 1.0 if t1 >= t0 else -1.0
-    kind_f = dyn(FORWARD_COST) if HAS_RUNNING_COST else dyn(FORWARD)
+    kind_f = FORWARD_COST if HAS_RUNNING_COST else FORWARD  # a compile-time literal
     nz = n + 1 if HAS_RUNNING_COST else n
     aux0 = (np.zeros(n), np.zeros((s + 1, n)), np.array([0.0, 1.0]), np.zeros((s + 1, 1)))
     fst = np.zeros(3)
@@ -221,7 +221,7 @@ def gradient(
             z0[n + (n_p + j) * n + j] = 1.0
         Z = np.empty((T, zsz), y0.dtype)
         integrate(
-            dyn(SENSITIVITY),
+            SENSITIVITY,
             t0,
             t1,
             z0,
@@ -296,7 +296,7 @@ def gradient(
         tcur = t_obs[T - 1]  # λ = 0 after the last observation (no running cost there)
         for i in range(T - 1, -1, -1):
             backward_piece(
-                dyn(BACKSOLVE),
+                BACKSOLVE,
                 tcur,
                 t_obs[i],
                 za,
@@ -324,7 +324,7 @@ def gradient(
                 za[n + j] += lam_y[j]
         if tcur != t0:
             backward_piece(
-                dyn(BACKSOLVE),
+                BACKSOLVE,
                 tcur,
                 t0,
                 za,
@@ -408,7 +408,7 @@ def gradient(
                 tcur = tb
                 while io >= 0 and direction * (t_obs[io] - ta) > 0:
                     backward_piece(
-                        dyn(ADJOINT),
+                        ADJOINT,
                         tcur,
                         t_obs[io],
                         za,
@@ -436,7 +436,7 @@ def gradient(
                         lam[j] += lam_y[j]
                     io -= 1
                 backward_piece(
-                    dyn(ADJOINT),
+                    ADJOINT,
                     tcur,
                     ta,
                     za,
@@ -532,7 +532,7 @@ def running_integral(t0, t1, y0, p, A, b, c, e, P, iopt, fopt, atol, grid, t_obs
     aux0 = (np.zeros(n), np.zeros((s + 1, n)), np.array([0.0, 1.0]), np.zeros((s + 1, 1)))
     fst = np.zeros(3)
     integrate(
-        dyn(FORWARD_COST),
+        FORWARD_COST,
         t0,
         t1,
         z0,

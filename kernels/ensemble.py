@@ -17,6 +17,6 @@ def solve_ensemble(
     n = Z0.shape[1]
     for i in prange(Z0.shape[0]):
         integrate(
-            dyn(FORWARD), t0, t1, Z0[i], Pm[i], n, aux, A, b, c, e, P, iopt, fopt, atol, grid,
+            FORWARD, t0, t1, Z0[i], Pm[i], n, aux, A, b, c, e, P, iopt, fopt, atol, grid,
             t_out, Z_out[i], stats[i], fstats[i], dyn(0), dyn(2),
         )  # fmt: skip

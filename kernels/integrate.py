@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ._dynamics import HAS_RUNNING_COST, jvp, rhs, running, running_grad, vjp
+from ._dynamics import HAS_RUNNING_COST, jvp, rhs, rhs_row, running, running_grad, vjp
 
 # status codes: mirror symode.errors.Status
 SUCCESS = 0
@@ -42,8 +42,10 @@ FS_T, FS_H, FS_HNEXT = 0, 1, 2
 
 @njit(cache=True)
 def dyn(x):
-    """x as a plain runtime value: passing a literal constant (a kind, a flag) straight to
-    a jitted function makes numba compile a separate specialization per value."""
+    """x as a plain runtime value. Passing a literal constant straight to a jitted
+    function makes numba compile a specialization for that value: wanted for the
+    dynamics kind (dead branches are pruned, which makes the stepper ~10x faster), not
+    for flags such as ``record``, which go through ``dyn``."""
     return x + 0
 
 
@@ -133,6 +135,22 @@ def evaluate(kind, t, z, p, n, aux, work, out):
 
 
 @njit(cache=True)
+def evaluate_row(kind, t, z, p, n, aux, work, k, r):
+    """k[r] = F_kind(t, z) without creating a row view for the forward dynamics."""
+    if kind == FORWARD:
+        rhs_row(t, z, p, k, r)
+    else:
+        evaluate(kind, t, z, p, n, aux, work, k[r])
+
+
+@njit(cache=True)
+def copy_row(k, dst, src):
+    """k[dst] = k[src]."""
+    for m in range(k.shape[1]):
+        k[dst, m] = k[src, m]
+
+
+@njit(cache=True)
 def rk_stages(kind, t, z, h, p, n, aux, work, A, c, k, ztmp):
     """Stages 1..s-1 of one explicit RK step; k[0] = F(t, z) must be set."""
     s = A.shape[0]
@@ -142,7 +160,7 @@ def rk_stages(kind, t, z, h, p, n, aux, work, A, c, k, ztmp):
             for j in range(i):
                 acc += A[i, j] * k[j, m]
             ztmp[m] = z[m] + h * acc
-        evaluate(kind, t + c[i] * h, ztmp, p, n, aux, work, k[i])
+        evaluate_row(kind, t + c[i] * h, ztmp, p, n, aux, work, k, i)
 
 
 @njit(cache=True)
@@ -211,6 +229,14 @@ def initial_step(kind, t0, z0, f0, p, n, aux, work, direction, order, rtol, atol
     else:
         h1 = (0.01 / max(d1, d2)) ** (1.0 / (order + 1))
     return min(100.0 * h0, h1)
+
+
+@njit(cache=True)
+def finite_row(k, r):
+    for m in range(k.shape[1]):
+        if not np.isfinite(k[r, m]):
+            return False
+    return True
 
 
 @njit(cache=True)
@@ -352,9 +378,9 @@ def integrate(
             break
         # the step is accepted
         if fsal:
-            copy(k[s], k[s - 1])
+            copy_row(k, s, s - 1)
         else:
-            evaluate(kind, tnew, znew, p, n, aux, work, k[s])
+            evaluate_row(kind, tnew, znew, p, n, aux, work, k, s)
             nfev += 1
         while iout < T and direction * (t_out[iout] - tnew) <= 0:
             if t_out[iout] == tnew:
@@ -387,11 +413,11 @@ def integrate(
                     n_ck += 1
         t = tnew
         copy(z, znew)
-        copy(k[0], k[s])
+        copy_row(k, 0, s)
         h = hnext
         step += 1
         naccept += 1
-        if not adaptive and not all_finite(k[0]):
+        if not adaptive and not finite_row(k, 0):
             status = NONFINITE
             fail_h = abs(hs)
     if record:
@@ -405,6 +431,37 @@ def integrate(
     fstats[FS_H] = fail_h
     fstats[FS_HNEXT] = h
     return rec_t, rec_h, step, ck_i, ck_z, n_ck
+
+
+@njit(cache=True)
+def solve_forward(
+    t0,
+    t1,
+    z0,
+    p,
+    n,
+    aux,
+    A,
+    b,
+    c,
+    e,
+    P,
+    iopt,
+    fopt,
+    atol,
+    grid,
+    t_out,
+    z_out,
+    stats,
+    fstats,
+    record,
+    max_ck,
+):
+    """The plain forward solve: ``integrate`` specialized for FORWARD dynamics."""
+    return integrate(
+        FORWARD, t0, t1, z0, p, n, aux, A, b, c, e, P, iopt, fopt, atol, grid, t_out, z_out,
+        stats, fstats, record, max_ck,
+    )  # fmt: skip
 
 
 @njit(cache=True)
@@ -451,8 +508,6 @@ def dense_query(tq, ts, hs, zs, p, n, A, b, c, P, fsal, out):
     for q in range(tq.size):
         j = find_step(ts, nsteps, tq[q])
         if j != last:
-            step_data(
-                dyn(FORWARD), ts[j], zs[j], hs[j], p, n, aux, work, A, b, c, fsal, k, ztmp, znew
-            )
+            step_data(FORWARD, ts[j], zs[j], hs[j], p, n, aux, work, A, b, c, fsal, k, ztmp, znew)
             last = j
         dense_eval((tq[q] - ts[j]) / hs[j], hs[j], zs[j], k, P, bth, out[q])

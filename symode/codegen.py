@@ -4,6 +4,7 @@ Every kernel follows one in-place, allocation-free calling convention (DESIGN.md
 
 =====================================  ==================================================
 ``rhs(t, y, p, out)``                  ``out = f(t, y, p)``
+``rhs_row(t, y, p, out, r)``           ``out[r, :] = f(t, y, p)`` (engine-internal)
 ``vjp(t, y, p, a, out_y, out_p)``      ``out_y = aᵀ ∂f/∂y``, ``out_p = aᵀ ∂f/∂p``
 ``jvp(t, y, p, v, w, out)``            ``out = (∂f/∂y) v + (∂f/∂p) w``
 ``jac(t, y, p, out)``                  ``out = ∂f/∂y`` (n × n)
@@ -129,6 +130,9 @@ def generate_numba_source(system: ODESystem, loss: Loss | None = None) -> str:
     w = _vector_syms("w", np_)
 
     em.function("rhs(t, y, p, out)", [(f"out[{i}]", e) for i, e in enumerate(system.rhs)])
+    # the same, writing row r of a 2-D array: the engine's stages (a row view costs a
+    # reference-count round trip per call, a measurable share of a small system's step)
+    em.function("rhs_row(t, y, p, out, r)", [(f"out[r, {i}]", e) for i, e in enumerate(system.rhs)])
 
     adj = system.adjoint()
     lam_subs = dict(zip(adj.lam, a))

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import IntegrationError, ShapeError, Status
-from .tableaus import get_tableau
 
 __all__ = ["Gradient", "compute_gradient", "ADJOINT_MODES"]
 
@@ -105,7 +104,7 @@ def compute_gradient(
     throw: bool = True,
 ) -> Gradient:
     """Shared implementation of :meth:`Model.vjp` and :meth:`Model.value_and_grad`."""
-    from .model import _empty_aux, _Method
+    from .model import _method
 
     if adjoint not in ADJOINT_MODES:
         raise ValueError(f"adjoint must be one of {sorted(ADJOINT_MODES)}, got {adjoint!r}")
@@ -119,7 +118,7 @@ def compute_gradient(
     mode = ADJOINT_MODES[adjoint]
     system = model.system
     n, n_p = system.n_states, system.n_params
-    m = _Method(get_tableau(method), dtype)
+    m = _method(method)
     y0, params, batched = model._inputs(y0, params, dtype)
     t_eval, t0, t1 = model._times(t_eval, t_span)
     g = model._grid(m, t0, t1, dt, grid)
@@ -193,7 +192,6 @@ def compute_gradient(
             atol_f, g, biopt, bfopt.copy(), batol, max_ck, GY0[0], GP[0], ST_F[0], ST_B[0], VALUE[0],
             Y_OUT[0],
         )  # fmt: skip
-    _ = _empty_aux  # (kernels build their own aux)
     codes = np.where(ST_F[:, 0] != 0, ST_F[:, 0], ST_B[:, 0])
     msgs = [
         ("forward pass: " if sf[0] else "backward pass: " if sb[0] else "")

@@ -6,6 +6,8 @@ live here, in Python; the numba kernels never raise (they write status codes).
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 from dataclasses import dataclass, field
 
@@ -50,8 +52,14 @@ class Solution:
         return not self.failed
 
 
+_SUCCESS_MESSAGE = Status.SUCCESS.describe(0.0, 0.0)
+
+
 def _messages(stats: np.ndarray, fstats: np.ndarray) -> list[str]:
-    return [Status(int(s[0])).describe(float(f[0]), float(f[1])) for s, f in zip(stats, fstats)]
+    return [
+        _SUCCESS_MESSAGE if s[0] == 0 else Status(int(s[0])).describe(float(f[0]), float(f[1]))
+        for s, f in zip(stats, fstats)
+    ]
 
 
 class _Method:
@@ -66,12 +74,18 @@ class _Method:
         self.err_order = int(tab.error_order or tab.order)
 
 
+@functools.lru_cache(maxsize=None)
+def _method(name: str) -> _Method:
+    """The kernel layout of a tableau, built once per method (Fraction → float is slow)."""
+    return _Method(get_tableau(name), np.float64)
+
+
 def _as_float_array(x, name: str, dtype) -> np.ndarray:
     try:
         a = np.array(x, dtype=dtype)
     except (TypeError, ValueError) as err:
         raise ShapeError(f"{name} must be an array of numbers: {err}") from None
-    if not np.all(np.isfinite(a)):
+    if not np.isfinite(a).all():
         raise NonFiniteInputError(f"{name} contains NaN or infinity")
     return a
 
@@ -89,16 +103,17 @@ class Model:
         self.path = path
         self.loss = loss
         self._pkg = package
-        self._engine = None
+        self._modules: dict = {}
 
     def __repr__(self) -> str:
         return f"Model({self.system!r}, backend='numba', path='{self.path}')"
 
     # -- engine access (imports are lazy: nothing compiles until first use) ----------
     def _module(self, name: str):
-        import importlib
-
-        return importlib.import_module(f"{self._pkg.__name__}.{name}")
+        mod = self._modules.get(name)
+        if mod is None:
+            mod = self._modules[name] = importlib.import_module(f"{self._pkg.__name__}.{name}")
+        return mod
 
     @property
     def kernels(self):
@@ -144,7 +159,7 @@ class Model:
             raise ShapeError("the integration interval is empty (t0 == t1)")
         direction = 1.0 if t1 > t0 else -1.0
         d = np.diff(t_eval) * direction
-        if np.any(d <= 0):
+        if (d <= 0).any():
             raise ShapeError("t_eval must be strictly monotone in the direction of integration")
         if t_eval.size and ((t_eval[0] - t0) * direction < 0 or (t_eval[-1] - t1) * direction > 0):
             raise ShapeError(f"t_eval must lie inside t_span [{t0}, {t1}]")
@@ -178,18 +193,24 @@ class Model:
     def _options(self, method: _Method, nz, dtype, rtol, atol, max_steps, dt_min, h0, beta, nerr):
         if not (rtol >= 0 and math.isfinite(rtol)):
             raise ValueError(f"rtol must be a finite number >= 0, got {rtol}")
-        atol_a = np.array(atol, dtype=np.float64)
-        if atol_a.ndim == 0:
-            atol_a = np.full(nz, float(atol_a))
-        elif atol_a.shape != (self.system.n_states,):
-            raise ShapeError(
-                f"atol must be a scalar or have shape ({self.system.n_states},), got {atol_a.shape}"
-            )
-        if np.any(atol_a < 0) or not np.all(np.isfinite(atol_a)):
-            raise ValueError("atol must be finite and >= 0")
-        if atol_a.size < nz:  # augmented states take the last state's atol
-            atol_a = np.concatenate([atol_a, np.full(nz - atol_a.size, atol_a.min())])
-        if method.adaptive and rtol == 0 and np.any(atol_a[: nerr or nz] == 0):
+        if isinstance(atol, (int, float)):
+            if not (atol >= 0 and math.isfinite(atol)):
+                raise ValueError(f"atol must be finite and >= 0, got {atol}")
+            atol_a = np.full(nz, float(atol))
+        else:
+            atol_a = np.array(atol, dtype=np.float64)
+            if atol_a.ndim == 0:
+                atol_a = np.full(nz, float(atol_a))
+            elif atol_a.shape != (self.system.n_states,):
+                raise ShapeError(
+                    f"atol must be a scalar or have shape ({self.system.n_states},), "
+                    f"got {atol_a.shape}"
+                )
+            if (atol_a < 0).any() or not np.isfinite(atol_a).all():
+                raise ValueError("atol must be finite and >= 0")
+            if atol_a.size < nz:  # augmented states take the smallest state atol
+                atol_a = np.concatenate([atol_a, np.full(nz - atol_a.size, atol_a.min())])
+        if method.adaptive and rtol == 0 and (atol_a[: nerr or nz] == 0).any():
             raise ValueError("rtol and atol cannot both be zero")
         if not (isinstance(max_steps, (int, np.integer)) and max_steps > 0):
             raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
@@ -262,7 +283,7 @@ class Model:
         dtype = np.dtype(dtype)
         if dtype not in _DTYPES:
             raise TypeError(f"dtype must be float64 or float32, got {dtype}")
-        m = _Method(get_tableau(method), dtype)
+        m = _method(method)
         y0, params, batched = self._inputs(y0, params, dtype)
         t_eval, t0, t1 = self._times(t_eval, t_span)
         g = self._grid(m, t0, t1, dt, grid)
@@ -292,8 +313,8 @@ class Model:
             Y = np.full((T, n), np.nan, dtype)
             stats = np.zeros(5, np.int64)
             fstats = np.zeros(3)
-            rec = integ.integrate(
-                integ.FORWARD, t0, t1, y0, params, n, aux, A, b, c, e, P, iopt, fopt, atol_a,
+            rec = integ.solve_forward(
+                t0, t1, y0, params, n, aux, A, b, c, e, P, iopt, fopt, atol_a,
                 g, t_eval, Y, stats, fstats, int(dense), 1 << 62,
             )  # fmt: skip
             code = Status(int(stats[0]))
