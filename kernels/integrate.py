@@ -258,6 +258,51 @@ def grow_rows(a, size):
 
 
 @njit(cache=True)
+def write_outputs(iout, t, tnew, hs, z, znew, k, P, bth, t_out, z_out, direction):
+    """Outputs inside the accepted step (t, tnew]: the end state, or the dense output."""
+    while iout < t_out.size and direction * (t_out[iout] - tnew) <= 0:
+        if t_out[iout] == tnew:
+            copy(z_out[iout], znew)
+        else:
+            dense_eval((t_out[iout] - t) / hs, hs, z, k, P, bth, z_out[iout])
+        iout += 1
+    return iout
+
+
+@njit(cache=True)
+def record_step(step, t, hs, z, rec_t, rec_h, ck_i, ck_z, n_ck, every, max_ck):
+    """Record an accepted step (start time, size) and maybe a checkpoint of its start.
+
+    Checkpoints are kept at steps that are multiples of ``every``; when ``max_ck`` are
+    held, every other one is dropped and ``every`` doubles, so between max_ck/2 and
+    max_ck checkpoints cover the whole solve, whatever its (unknown) number of steps.
+    """
+    if step + 1 >= rec_t.size:
+        rec_t = grow(rec_t, 2 * rec_t.size)
+        rec_h = grow(rec_h, 2 * rec_h.size)
+    rec_t[step] = t
+    rec_h[step] = hs
+    if step % every == 0:
+        if n_ck == max_ck:  # thin: keep every other checkpoint
+            kept = 0
+            for q in range(n_ck):
+                if ck_i[q] % (2 * every) == 0:
+                    ck_i[kept] = ck_i[q]
+                    copy(ck_z[kept], ck_z[q])
+                    kept += 1
+            n_ck = kept
+            every *= 2
+        if step % every == 0:
+            if n_ck == ck_i.size:
+                ck_i = grow(ck_i, min(2 * ck_i.size, max_ck))
+                ck_z = grow_rows(ck_z, min(2 * ck_z.shape[0], max_ck))
+            ck_i[n_ck] = step
+            copy(ck_z[n_ck], z)
+            n_ck += 1
+    return rec_t, rec_h, ck_i, ck_z, n_ck, every
+
+
+@njit(cache=True)
 def integrate(
     kind, t0, t1, z0, p, n, aux, A, b, c, e, P, iopt, fopt, atol, grid, t_out, z_out,
     stats, fstats, record, max_ck,
@@ -382,35 +427,12 @@ def integrate(
         else:
             evaluate_row(kind, tnew, znew, p, n, aux, work, k, s)
             nfev += 1
-        while iout < T and direction * (t_out[iout] - tnew) <= 0:
-            if t_out[iout] == tnew:
-                copy(z_out[iout], znew)
-            else:
-                dense_eval((t_out[iout] - t) / hs, hs, z, k, P, bth, z_out[iout])
-            iout += 1
+        if iout < T and direction * (t_out[iout] - tnew) <= 0:
+            iout = write_outputs(iout, t, tnew, hs, z, znew, k, P, bth, t_out, z_out, direction)
         if record:
-            if step + 1 >= rec_t.size:
-                rec_t = grow(rec_t, 2 * rec_t.size)
-                rec_h = grow(rec_h, 2 * rec_h.size)
-            rec_t[step] = t
-            rec_h[step] = hs
-            if step % every == 0:
-                if n_ck == max_ck:  # thin: keep every other checkpoint
-                    kept = 0
-                    for q in range(n_ck):
-                        if ck_i[q] % (2 * every) == 0:
-                            ck_i[kept] = ck_i[q]
-                            copy(ck_z[kept], ck_z[q])
-                            kept += 1
-                    n_ck = kept
-                    every *= 2
-                if step % every == 0:
-                    if n_ck == ck_i.size:
-                        ck_i = grow(ck_i, min(2 * ck_i.size, max_ck))
-                        ck_z = grow_rows(ck_z, min(2 * ck_z.shape[0], max_ck))
-                    ck_i[n_ck] = step
-                    copy(ck_z[n_ck], z)
-                    n_ck += 1
+            rec_t, rec_h, ck_i, ck_z, n_ck, every = record_step(
+                step, t, hs, z, rec_t, rec_h, ck_i, ck_z, n_ck, every, max_ck
+            )
         t = tnew
         copy(z, znew)
         copy_row(k, 0, s)
