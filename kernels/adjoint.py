@@ -25,15 +25,30 @@ from ._dynamics import (
     HAS_RUNNING_COST,
     observation,
     observation_grad,
-    running,
     running_grad,
-    rhs,
     vjp,
 )
 from .integrate import (
-    ADJOINT, BACKSOLVE, FORWARD, FORWARD_COST, FS_HNEXT, F_H0, I_ADAPTIVE, S_NACCEPT, S_NFEV,
-    S_NREJECT, S_STATUS, SENSITIVITY, SUCCESS, copy, dense_weights, evaluate, integrate,
-    rk_combine, work_size, dyn,
+    ADJOINT,
+    BACKSOLVE,
+    F_H0,
+    FORWARD,
+    FORWARD_COST,
+    FS_HNEXT,
+    I_ADAPTIVE,
+    S_NACCEPT,
+    S_NFEV,
+    S_NREJECT,
+    S_STATUS,
+    SENSITIVITY,
+    SUCCESS,
+    copy,
+    dense_weights,
+    dyn,
+    evaluate,
+    integrate,
+    rk_combine,
+    work_size,
 )  # fmt: skip
 
 MODE_BACKSOLVE = 0
@@ -94,7 +109,27 @@ def add_stats(dst, src):
 
 @njit(cache=True)
 def backward_piece(
-    kind, ta, tb, z, p, n, aux, A, b, c, e, P, biopt, bfopt, batol, grid, fixed_one_step, st_b, fst
+    kind,
+    ta,
+    tb,
+    z,
+    p,
+    n,
+    aux,
+    A,
+    b,
+    c,
+    e,
+    P,
+    Ax,
+    cx,
+    biopt,
+    bfopt,
+    batol,
+    grid,
+    fixed_one_step,
+    st_b,
+    fst,
 ):
     """Integrate the adjoint state z from ta back to tb in place; keeps the step size."""
     if ta == tb:
@@ -121,6 +156,8 @@ def backward_piece(
         c,
         e,
         P,
+        Ax,
+        cx,
         biopt,
         bfopt,
         batol,
@@ -153,9 +190,10 @@ def vjp_kind(kind, t, z, p, n, zbar, out_z, out_p, wy, wp):
 
 @njit(cache=True)
 def recompute_segment(
-    kind, i0, i1, z0, rec_t, rec_h, p, n, aux, A, b, c, fsal, seg_z, seg_k, seg_Y, work
+    kind, i0, i1, z0, rec_t, rec_h, p, n, aux, A, b, c, Ax, cx, fsal, seg_z, seg_k, seg_Y, work
 ):
-    """Re-run accepted steps i0..i1-1 from z0: states, stages (and stage inputs) per step."""
+    """Re-run accepted steps i0..i1-1 from z0: states, stages and stage inputs per step,
+    including the extra dense-output stages (inputs in seg_Y[r, s:])."""
     s = A.shape[0]
     nz = z0.size
     copy(seg_z[0], z0)
@@ -180,12 +218,20 @@ def recompute_segment(
             copy(k[s], k[s - 1])
         else:
             evaluate(kind, t + h, seg_z[r + 1], p, n, aux, work, k[s])
-    return (i1 - i0) * (s + (0 if fsal else 1))
+        for j in range(Ax.shape[0]):
+            X = seg_Y[r, s + j]
+            for m in range(nz):
+                acc = 0.0
+                for q in range(s + 1 + j):
+                    acc += Ax[j, q] * k[q, m]
+                X[m] = seg_z[r, m] + h * acc
+            evaluate(kind, t + cx[j] * h, X, p, n, aux, work, k[s + 1 + j])
+    return (i1 - i0) * (s + Ax.shape[0] + (0 if fsal else 1))
 
 
 @njit(cache=True)
 def gradient(
-    mode, t0, t1, y0, p, t_obs, cot, data, use_loss, A, b, c, e, P, iopt, fopt, atol, grid,
+    mode, t0, t1, y0, p, t_obs, cot, data, use_loss, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid,
     biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
     """Gradient of L w.r.t. y0 (gy0) and p (gp) for one trajectory; see module docstring.
@@ -233,6 +279,8 @@ def gradient(
             c,
             e,
             P,
+            Ax,
+            cx,
             iopt,
             fopt,
             atol,
@@ -267,7 +315,7 @@ def gradient(
                 else:
                     gy0[col - n_p] += r
             total += running_integral(
-                t0, t1, y0, p, A, b, c, e, P, iopt, fopt, atol, grid, t_obs, st_f
+                t0, t1, y0, p, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid, t_obs, st_f
             )
         value[0] = total
         return
@@ -279,7 +327,7 @@ def gradient(
     Zf = np.empty((T, nz), y0.dtype)
     record = 0 if mode == MODE_BACKSOLVE else 1
     rec_t, rec_h, nsteps, ck_i, ck_z, n_ck = integrate(
-        kind_f, t0, t1, z0, p, n, aux0, A, b, c, e, P, iopt, fopt, atol, grid, t_obs, Zf,
+        kind_f, t0, t1, z0, p, n, aux0, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid, t_obs, Zf,
         st_f, fst, record, max_ck,
     )  # fmt: skip
     for i in range(T):
@@ -308,6 +356,8 @@ def gradient(
                 c,
                 e,
                 P,
+                Ax,
+                cx,
                 biopt,
                 bfopt,
                 batol,
@@ -336,6 +386,8 @@ def gradient(
                 c,
                 e,
                 P,
+                Ax,
+                cx,
                 biopt,
                 bfopt,
                 batol,
@@ -357,9 +409,11 @@ def gradient(
         end = ck_i[q + 1] if q + 1 < n_ck else nsteps
         max_seg = max(max_seg, end - ck_i[q])
     seg_z = np.empty((max_seg + 1, nz), y0.dtype)
-    seg_k = np.empty((max_seg, s + 1, nz), y0.dtype)
-    seg_Y = np.empty((max_seg, s, nz), y0.dtype)
-    bth = np.empty(s + 1)
+    n_extra = Ax.shape[0]
+    s1x = s + 1 + n_extra  # stages, f1, extra dense-output stages
+    seg_k = np.empty((max_seg, s1x, nz), y0.dtype)
+    seg_Y = np.empty((max_seg, s + n_extra, nz), y0.dtype)
+    bth = np.empty(s1x)
     io = T - 1
     if mode == MODE_CHECKPOINT:
         za = np.zeros(n + n_p, y0.dtype)
@@ -371,7 +425,7 @@ def gradient(
         if HAS_RUNNING_COST:
             zbar[n] = 1.0
         zbar_new = np.zeros(nz)
-        kbar = np.zeros((s + 1, nz))
+        kbar = np.zeros((s1x, nz))
         oz = np.zeros(nz)
         op = np.zeros(n_p)
     for q in range(n_ck - 1, -1, -1):
@@ -390,6 +444,8 @@ def gradient(
             A,
             b,
             c,
+            Ax,
+            cx,
             fsal,
             seg_z,
             seg_k,
@@ -420,6 +476,8 @@ def gradient(
                         c,
                         e,
                         P,
+                        Ax,
+                        cx,
                         biopt,
                         bfopt,
                         batol,
@@ -448,6 +506,8 @@ def gradient(
                     c,
                     e,
                     P,
+                    Ax,
+                    cx,
                     biopt,
                     bfopt,
                     batol,
@@ -459,7 +519,7 @@ def gradient(
             else:
                 # outputs inside (ta, tb]: at tb it is the step's end state, else dense output
                 for m in range(nz):
-                    for st in range(s + 1):
+                    for st in range(s1x):
                         kbar[st, m] = 0.0
                 while io >= 0 and direction * (t_obs[io] - ta) > 0:
                     total += observation_cotangent(
@@ -472,11 +532,28 @@ def gradient(
                         dense_weights((t_obs[io] - ta) / h, P, bth)
                         for j in range(n):
                             zbar_new[j] += lam_y[j]  # held until the step's start
-                            for st in range(s + 1):
+                            for st in range(s1x):
                                 kbar[st, j] += h * bth[st] * lam_y[j]
                     io -= 1
-                # f1 = F(tb, z_{i+1}) feeds the Hermite rows of non-FSAL methods
-                if not fsal:
+                # extra dense-output stages x_j = F(ta + cx_j h, X_j), in reverse
+                for jx in range(n_extra - 1, -1, -1):
+                    vjp_kind(
+                        kind_f, ta + cx[jx] * h, seg_Y[r, s + jx], p, n, kbar[s + 1 + jx], oz,
+                        op, wy, wp,
+                    )  # fmt: skip
+                    st_b[S_NFEV] += 1
+                    for qq in range(n_p):
+                        gp[qq] += op[qq]
+                    for m in range(nz):
+                        zbar_new[m] += oz[m]
+                        for l in range(s + 1 + jx):
+                            kbar[l, m] += h * Ax[jx, l] * oz[m]
+                # f1 = F(tb, z_{i+1}) feeds the Hermite rows of non-FSAL methods (and the
+                # extra stages); for FSAL methods f1 is the last stage itself
+                if fsal:
+                    for m in range(nz):
+                        kbar[s - 1, m] += kbar[s, m]
+                else:
                     vjp_kind(kind_f, tb, seg_z[r + 1], p, n, kbar[s], oz, op, wy, wp)
                     st_b[S_NFEV] += 1
                     for m in range(nz):
@@ -521,7 +598,7 @@ def gradient(
 
 
 @njit(cache=True)
-def running_integral(t0, t1, y0, p, A, b, c, e, P, iopt, fopt, atol, grid, t_obs, st):
+def running_integral(t0, t1, y0, p, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid, t_obs, st):
     """∫ g dt along the trajectory (forward-sensitivity mode's loss value)."""
     n = y0.size
     s = A.shape[0]
@@ -544,6 +621,8 @@ def running_integral(t0, t1, y0, p, A, b, c, e, P, iopt, fopt, atol, grid, t_obs
         c,
         e,
         P,
+        Ax,
+        cx,
         iopt,
         fopt,
         atol,
@@ -560,12 +639,12 @@ def running_integral(t0, t1, y0, p, A, b, c, e, P, iopt, fopt, atol, grid, t_obs
 
 @njit(cache=True, parallel=True)
 def gradient_ensemble(
-    mode, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, A, b, c, e, P, iopt, fopt, atol, grid,
+    mode, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid,
     biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
 ):  # fmt: skip
     for i in prange(Y0.shape[0]):
         gradient(
-            mode, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, A, b, c, e, P, iopt,
+            mode, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, A, b, c, e, P, Ax, cx, iopt,
             fopt, atol, grid, biopt, bfopt.copy(), batol, max_ck, GY0[i], GP[i], ST_F[i],
             ST_B[i], VALUE[i], Y_OUT[i],
         )  # fmt: skip

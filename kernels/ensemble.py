@@ -12,11 +12,11 @@ from .integrate import FORWARD, dyn, integrate
 
 @njit(cache=True, parallel=True)
 def solve_ensemble(
-    t0, t1, Z0, Pm, aux, A, b, c, e, P, iopt, fopt, atol, grid, t_out, Z_out, stats, fstats
+    t0, t1, Z0, Pm, aux, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid, t_out, Z_out, stats, fstats
 ):
     n = Z0.shape[1]
     for i in prange(Z0.shape[0]):
         integrate(
-            FORWARD, t0, t1, Z0[i], Pm[i], n, aux, A, b, c, e, P, iopt, fopt, atol, grid,
+            FORWARD, t0, t1, Z0[i], Pm[i], n, aux, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid,
             t_out, Z_out[i], stats[i], fstats[i], dyn(0), dyn(2),
         )  # fmt: skip

@@ -73,48 +73,60 @@ def dense_eval(theta, h, z, k, P, bth, out):
 
 @njit(cache=True)
 def work_size(n, n_params, s):
+    """Scratch: y (n), ∂g/∂y (n), ∂g/∂p (p), unit vector (p), spare (2n), b(θ) (s + 8)."""
     return 4 * n + 2 * n_params + s + 8
 
 
 @njit(cache=True)
 def evaluate(kind, t, z, p, n, aux, work, out):
-    """out = F_kind(t, z): the dynamics of every kind, in place."""
-    n_p = p.size
+    """out = F_kind(t, z): the dynamics of every kind, in place.
+
+    ``kind`` reaches here as a compile-time literal, so each specialization keeps only
+    its own branch (an untaken branch calling a kernel costs ~100 ns per evaluation).
+    """
     if kind == FORWARD:
         rhs(t, z, p, out)
-        return
-    if kind == FORWARD_COST:
+    elif kind == FORWARD_COST:
         rhs(t, z[:n], p, out[:n])
         out[n] = running(t, z[:n], p)
-        return
-    wy = work[n : 2 * n]
-    wp = work[2 * n : 2 * n + n_p]
-    if kind == BACKSOLVE or kind == ADJOINT:
-        if kind == BACKSOLVE:
-            y = z[:n]
-            lam = z[n : 2 * n]
-            rhs(t, y, p, out[:n])
-            o = n
-        else:
-            y = work[:n]
-            ya, ka, tha, P = aux
-            dense_eval((t - tha[0]) / tha[1], tha[1], ya, ka, P, work[2 * n + 2 * n_p :], y)
-            lam = z[:n]
-            o = 0
-        vjp(t, y, p, lam, out[o : o + n], out[o + n : o + n + n_p])
-        for m in range(o, o + n + n_p):
-            out[m] = -out[m]
-        if HAS_RUNNING_COST:
-            running_grad(t, y, p, wy, wp)
-            for j in range(n):
-                out[o + j] -= wy[j]
-            for q in range(n_p):
-                out[o + n + q] -= wp[q]
-        return
-    # SENSITIVITY
+    elif kind == BACKSOLVE:
+        rhs(t, z[:n], p, out[:n])
+        adjoint_rhs(t, z[:n], z[n : 2 * n], p, n, work, out[n:])
+    elif kind == ADJOINT:
+        y = work[:n]
+        ya, ka, tha, P = aux
+        dense_eval((t - tha[0]) / tha[1], tha[1], ya, ka, P, work[4 * n + 2 * p.size :], y)
+        adjoint_rhs(t, y, z[:n], p, n, work, out)
+    else:
+        sensitivity_rhs(t, z, p, n, work, out)
+
+
+@njit(cache=True)
+def adjoint_rhs(t, y, lam, p, n, work, out):
+    """out = [dλ/dt, dμ/dt] = -[λᵀ∂f/∂y + ∂g/∂y, λᵀ∂f/∂p + ∂g/∂p] (Chen et al. 2018, eq. 4)."""
+    n_p = p.size
+    vjp(t, y, p, lam, out[:n], out[n : n + n_p])
+    for m in range(n + n_p):
+        out[m] = -out[m]
+    if HAS_RUNNING_COST:
+        wy = work[n : 2 * n]
+        wp = work[2 * n : 2 * n + n_p]
+        running_grad(t, y, p, wy, wp)
+        for j in range(n):
+            out[j] -= wy[j]
+        for q in range(n_p):
+            out[n + q] -= wp[q]
+
+
+@njit(cache=True)
+def sensitivity_rhs(t, z, p, n, work, out):
+    """z = [y, S_0..S_{m-1}, r]: S_k' = J S_k + ∂f/∂p_k (k < n_p, else J S_k), r_k' = dg/dp_k."""
+    n_p = p.size
     y = z[:n]
     rhs(t, y, p, out[:n])
     m_cols = n_p + n
+    wy = work[n : 2 * n]
+    wp = work[2 * n : 2 * n + n_p]
     w = work[2 * n + n_p : 2 * n + 2 * n_p]
     if HAS_RUNNING_COST:
         running_grad(t, y, p, wy, wp)
@@ -161,6 +173,20 @@ def rk_stages(kind, t, z, h, p, n, aux, work, A, c, k, ztmp):
                 acc += A[i, j] * k[j, m]
             ztmp[m] = z[m] + h * acc
         evaluate_row(kind, t + c[i] * h, ztmp, p, n, aux, work, k, i)
+
+
+@njit(cache=True)
+def extra_stages(kind, t, z, h, p, n, aux, work, Ax, cx, k, ztmp):
+    """Stages a continuous extension needs beyond the step (DOP853's three), in
+    k[s+1:], from the step's stages and f1 = k[s] (see ButcherTableau.extra_a)."""
+    s1 = k.shape[0] - Ax.shape[0]
+    for j in range(Ax.shape[0]):
+        for m in range(z.size):
+            acc = 0.0
+            for r in range(s1 + j):
+                acc += Ax[j, r] * k[r, m]
+            ztmp[m] = z[m] + h * acc
+        evaluate_row(kind, t + cx[j] * h, ztmp, p, n, aux, work, k, s1 + j)
 
 
 @njit(cache=True)
@@ -304,7 +330,7 @@ def record_step(step, t, hs, z, rec_t, rec_h, ck_i, ck_z, n_ck, every, max_ck):
 
 @njit(cache=True)
 def integrate(
-    kind, t0, t1, z0, p, n, aux, A, b, c, e, P, iopt, fopt, atol, grid, t_out, z_out,
+    kind, t0, t1, z0, p, n, aux, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid, t_out, z_out,
     stats, fstats, record, max_ck,
 ):  # fmt: skip
     """Integrate dz/dt = F_kind(t, z) from t0 to t1 with one explicit RK method.
@@ -330,13 +356,14 @@ def integrate(
     T = t_out.size
     direction = 1.0 if t1 >= t0 else -1.0
 
-    k = np.empty((s + 1, nz), z0.dtype)
+    n_extra = Ax.shape[0]
+    k = np.empty((s + 1 + n_extra, nz), z0.dtype)
     z = z0.copy()
     ztmp = np.empty_like(z)
     znew = np.empty_like(z)
     zerr = np.empty_like(z)
     work = np.zeros(work_size(n, p.size, s))
-    bth = np.empty(s + 1)
+    bth = np.empty(s + 1 + n_extra)
 
     cap = 64 if record else 1
     rec_t = np.empty(cap)
@@ -428,6 +455,9 @@ def integrate(
             evaluate_row(kind, tnew, znew, p, n, aux, work, k, s)
             nfev += 1
         if iout < T and direction * (t_out[iout] - tnew) <= 0:
+            if n_extra > 0 and t_out[iout] != tnew:  # an output inside the step
+                extra_stages(kind, t, z, hs, p, n, aux, work, Ax, cx, k, ztmp)
+                nfev += n_extra
             iout = write_outputs(iout, t, tnew, hs, z, znew, k, P, bth, t_out, z_out, direction)
         if record:
             rec_t, rec_h, ck_i, ck_z, n_ck, every = record_step(
@@ -468,6 +498,8 @@ def solve_forward(
     c,
     e,
     P,
+    Ax,
+    cx,
     iopt,
     fopt,
     atol,
@@ -481,7 +513,7 @@ def solve_forward(
 ):
     """The plain forward solve: ``integrate`` specialized for FORWARD dynamics."""
     return integrate(
-        FORWARD, t0, t1, z0, p, n, aux, A, b, c, e, P, iopt, fopt, atol, grid, t_out, z_out,
+        FORWARD, t0, t1, z0, p, n, aux, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid, t_out, z_out,
         stats, fstats, record, max_ck,
     )  # fmt: skip
 
@@ -502,34 +534,38 @@ def find_step(ts, nsteps, t):
 
 
 @njit(cache=True)
-def step_data(kind, t, z, h, p, n, aux, work, A, b, c, fsal, k, ztmp, znew):
-    """Recompute one step's stages k[0..s] (k[s] = F at the step's end) from its start."""
+def step_data(kind, t, z, h, p, n, aux, work, A, b, c, Ax, cx, fsal, k, ztmp, znew):
+    """Recompute one step's stages k[0..s] (k[s] = F at the step's end) and any extra
+    dense-output stages from the step's start."""
     s = A.shape[0]
     evaluate(kind, t, z, p, n, aux, work, k[0])
     rk_stages(kind, t, z, h, p, n, aux, work, A, c, k, ztmp)
     rk_combine(z, h, b, b, k, znew, ztmp)
     if fsal:
-        copy(k[s], k[s - 1])
+        copy_row(k, s, s - 1)
     else:
-        evaluate(kind, t + h, znew, p, n, aux, work, k[s])
+        evaluate_row(kind, t + h, znew, p, n, aux, work, k, s)
+    extra_stages(kind, t, z, h, p, n, aux, work, Ax, cx, k, ztmp)
 
 
 @njit(cache=True)
-def dense_query(tq, ts, hs, zs, p, n, A, b, c, P, fsal, out):
+def dense_query(tq, ts, hs, zs, p, n, A, b, c, P, Ax, cx, fsal, out):
     """Evaluate the dense output of a recorded forward solve at the times tq."""
     s = A.shape[0]
     nsteps = hs.size
     nz = zs.shape[1]
-    k = np.empty((s + 1, nz), zs.dtype)
+    k = np.empty((s + 1 + Ax.shape[0], nz), zs.dtype)
     ztmp = np.empty(nz, zs.dtype)
     znew = np.empty(nz, zs.dtype)
     work = np.zeros(work_size(n, p.size, s))
-    bth = np.empty(s + 1)
+    bth = np.empty(k.shape[0])
     aux = (np.zeros(n), np.zeros((s + 1, n)), np.array([0.0, 1.0]), np.zeros((s + 1, 1)))
     last = -1
     for q in range(tq.size):
         j = find_step(ts, nsteps, tq[q])
         if j != last:
-            step_data(FORWARD, ts[j], zs[j], hs[j], p, n, aux, work, A, b, c, fsal, k, ztmp, znew)
+            step_data(
+                FORWARD, ts[j], zs[j], hs[j], p, n, aux, work, A, b, c, Ax, cx, fsal, k, ztmp, znew
+            )
             last = j
         dense_eval((tq[q] - ts[j]) / hs[j], hs[j], zs[j], k, P, bth, out[q])

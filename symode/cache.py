@@ -18,6 +18,7 @@ a SHA-256 of every file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -52,6 +53,16 @@ def kernels_dir() -> Path:
     if spec is not None and spec.origin:
         return Path(spec.origin).parent
     return Path(__file__).resolve().parent.parent / "kernels"
+
+
+@functools.cache
+def _generator_digest() -> str:
+    """A hash of symode's own sources: a changed code generator means a new key."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def _kernel_sources() -> dict[str, str]:
@@ -135,6 +146,7 @@ def load_generated(generate, canonical: str, backend: str = "numba", cache_dir=N
     engine = _kernel_sources()
     key_text = "\n".join(
         [__version__, numba.__version__, sympy.__version__, backend, canonical]
+        + [_generator_digest()]
         + [f"{k}:{_sha(v)}" for k, v in sorted(engine.items())]
     )
     key = "sys_" + _sha(key_text)[:24]
@@ -164,7 +176,8 @@ def load_generated(generate, canonical: str, backend: str = "numba", cache_dir=N
                 "files": {name: _sha(text) for name, text in files.items()},
             }
             directory = _build(root, key, files, meta)
-        modname = f"_symode_{key}"
+        # one module per directory: the same system in two cache dirs are two modules
+        modname = f"_symode_{key}_{_sha(str(directory.resolve()))[:8]}"
         pkg = sys.modules.get(modname)
         if pkg is None:
             spec = importlib.util.spec_from_file_location(

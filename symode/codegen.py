@@ -43,6 +43,11 @@ class _NumbaPrinter(PythonCodePrinter):
     def _print_Float(self, expr):
         return repr(float(expr))
 
+    def _print_Integer(self, expr):
+        if abs(int(expr)) >= 2**62:  # beyond int64: numba would reject the literal
+            return repr(float(expr))
+        return super()._print_Integer(expr)
+
     def _print_Piecewise(self, expr):
         if expr.args[-1].cond is not sp.true:
             raise UnsupportedFunctionError(
@@ -54,7 +59,7 @@ class _NumbaPrinter(PythonCodePrinter):
         base, exp = expr.as_base_exp()
         if exp.is_Integer and 2 <= int(exp) <= 4:
             b = self.parenthesize(base, 100)
-            return "*".join([b] * int(exp))
+            return "(" + "*".join([b] * int(exp)) + ")"
         return super()._print_Pow(expr, rational=rational)
 
 
@@ -84,6 +89,14 @@ def _check_printable(exprs, printer: _NumbaPrinter) -> None:
 
 def _vector_syms(name: str, n: int) -> list[sp.Symbol]:
     return [sp.Symbol(f"{name}[{i}]") for i in range(n)]
+
+
+def _placeholders(em: _Emitter, name: str, n: int) -> list[sp.Dummy]:
+    """Dummies for the kernels' extra arguments (a, v, w), printed as name[i]: a user
+    symbol that happens to be called "a[0]" can never be mistaken for one."""
+    dummies = [sp.Dummy(f"{name}{i}") for i in range(n)]
+    em.subs.update(zip(dummies, _vector_syms(name, n)))
+    return dummies
 
 
 class _Emitter:
@@ -125,9 +138,9 @@ def generate_numba_source(system: ODESystem, loss: Loss | None = None) -> str:
     """The text of the ``_dynamics`` module for ``system`` (and ``loss``)."""
     n, np_ = system.n_states, system.n_params
     em = _Emitter(system, loss)
-    a = _vector_syms("a", n)
-    v = _vector_syms("v", n)
-    w = _vector_syms("w", np_)
+    a = _placeholders(em, "a", n)
+    v = _placeholders(em, "v", n)
+    w = _placeholders(em, "w", np_)
 
     em.function("rhs(t, y, p, out)", [(f"out[{i}]", e) for i, e in enumerate(system.rhs)])
     # the same, writing row r of a 2-D array: the engine's stages (a row view costs a

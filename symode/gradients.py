@@ -151,8 +151,8 @@ def compute_gradient(
                 f"cotangent must have shape ({T}, {n}) or (B, {T}, {n}); got {cot.shape}"
             )
         data_a = np.zeros((T, 0))
-    cot = np.ascontiguousarray(np.broadcast_to(cot, (B, T, n)))
-    data_a = np.ascontiguousarray(np.broadcast_to(data_a, (B, T, data_a.shape[-1])))
+    cot = np.broadcast_to(cot, (B, T, n)).copy()
+    data_a = np.broadcast_to(data_a, (B, T, data_a.shape[-1])).copy()
     if not np.all(np.isfinite(cot)) or not np.all(np.isfinite(data_a)):
         raise ValueError("cotangent/data contain NaN or infinity")
 
@@ -170,7 +170,7 @@ def compute_gradient(
     batol = np.full(nz_b, float(b_atol))
     if mode == 0:
         batol[:n] = atol_f[:n]
-    A, b, c, e, P = m.arrays
+    A, b, c, e, P, Ax, cx = m.arrays
     max_ck = (1 << 62) if checkpoints is None else int(checkpoints)
 
     GY0 = np.zeros((B, n))
@@ -181,14 +181,14 @@ def compute_gradient(
     Y_OUT = np.full((B, T, n), np.nan, dtype)
     adj = model._module("adjoint")
     args = (mode, t0, t1)
-    rest = (t_eval, cot, data_a, use_loss, A, b, c, e, P, iopt, fopt, atol_f, g, biopt)
+    rest = (t_eval, cot, data_a, use_loss, A, b, c, e, P, Ax, cx, iopt, fopt, atol_f, g, biopt)
     if batched:
         adj.gradient_ensemble(
             *args, y0, params, *rest, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT
         )
     else:
         adj.gradient(
-            *args, y0, params, t_eval, cot[0], data_a[0], use_loss, A, b, c, e, P, iopt, fopt,
+            *args, y0, params, t_eval, cot[0], data_a[0], use_loss, A, b, c, e, P, Ax, cx, iopt, fopt,
             atol_f, g, biopt, bfopt.copy(), batol, max_ck, GY0[0], GP[0], ST_F[0], ST_B[0], VALUE[0],
             Y_OUT[0],
         )  # fmt: skip

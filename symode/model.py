@@ -68,13 +68,14 @@ class _Method:
     def __init__(self, tab: ButcherTableau, dtype):
         self.tableau = tab
         A, b, c, e, P = tab.arrays(np.float64)
-        self.arrays = (A, b, c, e, P)
+        Ax, cx = tab.extra_arrays(np.float64)
+        self.arrays = (A, b, c, e, P, Ax, cx)
         self.fsal = bool(tab.fsal)
         self.adaptive = bool(tab.adaptive)
         self.err_order = int(tab.error_order or tab.order)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _method(name: str) -> _Method:
     """The kernel layout of a tableau, built once per method (Fraction → float is slow)."""
     return _Method(get_tableau(name), np.float64)
@@ -140,8 +141,9 @@ class Model:
                 raise ShapeError(
                     f"batched y0 {y0.shape} and params {params.shape} disagree on the batch size"
                 )
-            y0 = np.ascontiguousarray(np.broadcast_to(y0, (B, n)))
-            params = np.ascontiguousarray(np.broadcast_to(params, (B, n_p)))
+            # copies: writable and C-contiguous, so every batch shares one compiled kernel
+            y0 = np.broadcast_to(y0, (B, n)).copy()
+            params = np.broadcast_to(params, (B, n_p)).copy()
         return y0, params, batched
 
     @staticmethod
@@ -289,7 +291,7 @@ class Model:
         g = self._grid(m, t0, t1, dt, grid)
         n = self.system.n_states
         iopt, fopt, atol_a = self._options(m, n, dtype, rtol, atol, max_steps, dt_min, h0, beta, n)
-        A, b, c, e, P = m.arrays
+        A, b, c, e, P, Ax, cx = m.arrays
         aux = _empty_aux(n, m.tableau.stages)
         integ = self._module("integrate")
         T = t_eval.size
@@ -301,7 +303,7 @@ class Model:
             stats = np.zeros((B, 5), np.int64)
             fstats = np.zeros((B, 3))
             self._module("ensemble").solve_ensemble(
-                t0, t1, y0, params, aux, A, b, c, e, P, iopt, fopt, atol_a, g, t_eval, Y,
+                t0, t1, y0, params, aux, A, b, c, e, P, Ax, cx, iopt, fopt, atol_a, g, t_eval, Y,
                 stats, fstats,
             )  # fmt: skip
             codes = stats[:, 0].copy()
@@ -314,7 +316,7 @@ class Model:
             stats = np.zeros(5, np.int64)
             fstats = np.zeros(3)
             rec = integ.solve_forward(
-                t0, t1, y0, params, n, aux, A, b, c, e, P, iopt, fopt, atol_a,
+                t0, t1, y0, params, n, aux, A, b, c, e, P, Ax, cx, iopt, fopt, atol_a,
                 g, t_eval, Y, stats, fstats, int(dense), 1 << 62,
             )  # fmt: skip
             code = Status(int(stats[0]))
@@ -415,20 +417,35 @@ class DenseSolution:
         self.ts = rec_t[: nsteps + 1].copy()
         self._h = rec_h[:nsteps].copy()
         self._z = ck_z[:n_ck].copy()
-        self.t0, self.t1 = t0, t1
+        # the span actually covered: a failed solve's interpolant never extrapolates
+        self.t0, self.t1 = t0, float(self.ts[-1])
 
     def __call__(self, t):
         t = np.asarray(t, dtype=np.float64)
         flat = np.atleast_1d(t).ravel()
         lo, hi = min(self.t0, self.t1), max(self.t0, self.t1)
-        if np.any((flat < lo) | (flat > hi)) or not np.all(np.isfinite(flat)):
-            raise ValueError(f"the dense solution covers [{lo}, {hi}] only")
+        if self._h.size == 0 or ((flat < lo) | (flat > hi)).any() or not np.isfinite(flat).all():
+            covered = "no step" if self._h.size == 0 else f"[{lo}, {hi}] only"
+            raise ValueError(f"the dense solution covers {covered}")
         integ = self._model._module("integrate")
-        A, b, c, e, P = self._method.arrays
+        A, b, c, e, P, Ax, cx = self._method.arrays
         n = self._model.system.n_states
         out = np.empty((flat.size, self._z.shape[1]), self._z.dtype)
         integ.dense_query(
-            flat, self.ts, self._h, self._z, self._params, n, A, b, c, P, self._method.fsal, out
+            flat,
+            self.ts,
+            self._h,
+            self._z,
+            self._params,
+            n,
+            A,
+            b,
+            c,
+            P,
+            Ax,
+            cx,
+            self._method.fsal,
+            out,
         )
         return out.reshape(t.shape + (out.shape[1],))
 

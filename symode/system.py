@@ -51,6 +51,8 @@ def _symbol_name(s: sp.Basic) -> str:
 
 def _sympify_expr(e, where: str) -> sp.Expr:
     if isinstance(e, sp.Basic):
+        if isinstance(e, sp.Expr) and e.has(sp.I):
+            raise SystemDefinitionError(f"{where} is complex ({e}): symode integrates real ODEs")
         if not isinstance(e, sp.Expr):
             raise InvalidStateError(
                 f"{where} must be a SymPy expression, got {type(e).__name__}: {e}"
@@ -213,6 +215,17 @@ class ODESystem:
         self.params = params
         self.rhs = sp.Matrix([_sympify_expr(e, f"rhs[{i}]") for i, e in enumerate(rhs)])
         self._check_free_symbols(self.rhs, "the right-hand side")
+        # Derivations run on real-valued stand-ins of every state, parameter and t: the
+        # dynamics are real (d|x|/dx = sign(x), not the complex modulus' derivative),
+        # and a state x(t) becomes a plain variable (∂f/∂t is partial, not total).
+        self._real = {s: sp.Dummy(_symbol_name(s), real=True) for s in (*states, *params, self.t)}
+        self._unreal = {v: k for k, v in self._real.items()}
+
+    def _d(self, expr, var, what: str, extra: dict | None = None) -> sp.Expr:
+        """∂expr/∂var, exact, on the real stand-ins (see __init__)."""
+        fwd = self._real if extra is None else {**self._real, **extra}
+        back = {v: k for k, v in fwd.items()}
+        return _diff(expr.xreplace(fwd), fwd.get(var, var), what).xreplace(back)
 
     # -- construction helpers -------------------------------------------------------
     @staticmethod
@@ -279,7 +292,7 @@ class ODESystem:
 
     @property
     def autonomous(self) -> bool:
-        return self.t not in self.rhs.free_symbols
+        return self._real[self.t] not in self.rhs.xreplace(self._real).free_symbols
 
     def __repr__(self) -> str:
         return (
@@ -298,28 +311,36 @@ class ODESystem:
         return sp.srepr((self.states, self.params, self.t if self._t_given else None, self.rhs))
 
     # -- exact derivations ---------------------------------------------------------
+    @functools.cached_property
+    def _rhs_real(self) -> sp.Matrix:
+        return self.rhs.xreplace(self._real)
+
+    def _sparse_jacobian(self, exprs, wrt, what: str) -> sp.Matrix:
+        """∂exprs/∂wrt, differentiating only where a variable occurs (sparse systems:
+        a 100-state chain needs ~300 derivatives, not 10,000)."""
+        real = [self._real[v] for v in wrt]
+        J = sp.zeros(len(exprs), len(wrt))
+        for i, e in enumerate(exprs):
+            free = e.free_symbols
+            for j, v in enumerate(real):
+                if v in free:
+                    J[i, j] = _diff(e, v, what)
+        return J.xreplace(self._unreal)
+
     @functools.cache  # noqa: B019  (systems are immutable and few)
     def jacobian(self) -> sp.Matrix:
         """∂f/∂y, the n × n Jacobian."""
-        return sp.Matrix(
-            self.n_states,
-            self.n_states,
-            lambda i, j: _diff(self.rhs[i], self.states[j], "jacobian"),
-        )
+        return self._sparse_jacobian(self._rhs_real, self.states, "jacobian")
 
     @functools.cache  # noqa: B019
     def param_jacobian(self) -> sp.Matrix:
         """∂f/∂θ, the n × p parameter Jacobian."""
-        return sp.Matrix(
-            self.n_states,
-            self.n_params,
-            lambda i, k: _diff(self.rhs[i], self.params[k], "param_jacobian"),
-        )
+        return self._sparse_jacobian(self._rhs_real, self.params, "param_jacobian")
 
     @functools.cache  # noqa: B019
     def time_derivative(self) -> sp.Matrix:
         """∂f/∂t, the explicit time derivative (zero for autonomous systems)."""
-        return self.rhs.applyfunc(lambda e: _diff(e, self.t, "time_derivative"))
+        return self._sparse_jacobian(self._rhs_real, [self.t], "time_derivative")
 
     @functools.cache  # noqa: B019
     def divergence(self) -> sp.Expr:
@@ -329,9 +350,9 @@ class ODESystem:
     @functools.cache  # noqa: B019
     def divergence_gradient(self) -> tuple[sp.Matrix, sp.Matrix]:
         """(∂tr/∂y, ∂tr/∂θ) as column vectors: the CNF adjoint needs both."""
-        div = self.divergence()
-        gy = sp.Matrix([_diff(div, s, "divergence_gradient") for s in self.states])
-        gp = sp.Matrix([_diff(div, q, "divergence_gradient") for q in self.params])
+        div = [self.divergence().xreplace(self._real)]
+        gy = self._sparse_jacobian(div, self.states, "divergence_gradient").T
+        gp = self._sparse_jacobian(div, self.params, "divergence_gradient").T
         return gy, gp
 
     def _adjoint_symbols(self, prefix: str, of) -> tuple[sp.Symbol, ...]:
@@ -341,6 +362,7 @@ class ODESystem:
             name = f"{prefix}_{_symbol_name(s)}"
             while name in taken:
                 name += "_"
+            taken.add(name)
             out.append(sp.Symbol(name))
         return tuple(out)
 
@@ -349,19 +371,34 @@ class ODESystem:
         """The adjoint equations λ' = -(∂f/∂y)ᵀλ, μ' = -(∂f/∂θ)ᵀλ as vector–Jacobian products."""
         lam = self._adjoint_symbols("lambda", self.states)
         mu = self._adjoint_symbols("mu", self.params)
-        lam_dot_f = sp.Add(*[lam_i * f_i for lam_i, f_i in zip(lam, self.rhs)])
-        lam_rhs = sp.Matrix([-_diff(lam_dot_f, s, "adjoint") for s in self.states])
-        mu_rhs = sp.Matrix([-_diff(lam_dot_f, q, "adjoint") for q in self.params])
+        # -∂(λ·f)/∂y_j = -Σ_i λ_i ∂f_i/∂y_j: the vector–Jacobian product, from the
+        # (sparse) Jacobian entries, never as a dense matrix product
+        J, Jp = self.jacobian(), self.param_jacobian()
+        n = self.n_states
+        lam_rhs = sp.Matrix(
+            [-sp.Add(*[lam[i] * J[i, j] for i in range(n) if J[i, j] != 0]) for j in range(n)]
+        )
+        mu_rhs = sp.Matrix(
+            [
+                -sp.Add(*[lam[i] * Jp[i, k] for i in range(n) if Jp[i, k] != 0])
+                for k in range(self.n_params)
+            ]
+        )
         return AdjointEquations(lam, mu, lam_rhs, mu_rhs)
 
     @functools.cache  # noqa: B019
     def sensitivity(self) -> SensitivityEquations:
         """Forward sensitivity equations S' = (∂f/∂y) S + ∂f/∂θ, S = ∂y/∂θ."""
-        S = sp.Matrix(
-            self.n_states,
-            self.n_params,
-            lambda i, k: sp.Symbol(f"S_{_symbol_name(self.states[i])}_{self.params[k].name}"),
-        )
+        taken = {str(q) for q in self.rhs.free_symbols}
+        names = []
+        for i in range(self.n_states):
+            for k in range(self.n_params):
+                name = f"S[{_symbol_name(self.states[i])},{self.params[k].name}]"
+                while name in taken:
+                    name += "'"
+                taken.add(name)
+                names.append(sp.Symbol(name))
+        S = sp.Matrix(self.n_states, self.n_params, names)
         return SensitivityEquations(S, self.jacobian() * S + self.param_jacobian())
 
     def loss_derivatives(self, loss: Loss) -> dict[str, sp.Matrix]:
@@ -376,8 +413,12 @@ class ODESystem:
             if d in self.states or d in self.params or d == self.t:
                 raise DuplicateSymbolError(f"data placeholder {d} is also a state/param/t")
 
+        data = {d: sp.Dummy(d.name, real=True) for d in loss.data}
+
         def grad(e, wrt):
-            return sp.Matrix([_diff(e, v, "loss") for v in wrt]) if wrt else sp.zeros(0, 1)
+            if not wrt:
+                return sp.zeros(0, 1)
+            return sp.Matrix([self._d(e, v, "loss", data) for v in wrt])
 
         return {
             "g_y": grad(loss.running, self.states),

@@ -18,6 +18,19 @@ For an ``s``-stage method with step ``h`` from ``(t0, y0)``::
 where ``y1_hat = y0 + h * sum_i b_hat_i k_i`` is the embedded solution of
 order ``error_order`` and ``b_err = b - b_hat``.
 
+Dense output uses the stage vector ``K`` of length ``s + 1 + m``::
+
+    K = [k_0, ..., k_{s-1}, f1, x_0, ..., x_{m-1}]
+    f1  = f(t0 + h, y1)
+    x_j = f(t0 + extra_c_j h, y0 + h * sum_r extra_a_jr K_r)   j = 0 .. m-1
+    y(t0 + theta h) = y0 + h * sum_r b_r(theta) K_r,
+    b_r(theta) = sum_q P[r, q] theta**(q + 1)
+
+where the ``m`` extra stages (only DOP853 has any, ``m = 3``) are evaluated
+after a step has been accepted, in order, each using ``K_r`` for ``r < s + 1 + j``
+only. ``P`` is :meth:`ButcherTableau.dense_matrix` (``arrays()[4]``), the extra
+stages' data is :meth:`ButcherTableau.extra_arrays`.
+
 Exactness
 ---------
 The classical methods, Bogacki--Shampine and Dormand--Prince 5(4) have
@@ -49,6 +62,7 @@ References
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -123,6 +137,21 @@ def _round_to(x: Fraction, dtype: np.dtype) -> np.floating:
     return min((v for v in candidates if np.isfinite(v)), key=key)
 
 
+def _float_dtype(dtype: np.dtype | type) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt.kind != "f" or dt.itemsize > 8:
+        raise ValueError(f"dtype must be float16, float32 or float64, got {dt}")
+    return dt
+
+
+def _convert(
+    rows: Sequence[Sequence[Fraction]], shape: tuple[int, ...], *, dtype: np.dtype
+) -> np.ndarray:
+    """Correctly rounded ``dtype`` array of the exact values ``rows`` (flattened), reshaped."""
+    flat = [_round_to(x, dtype) for row in rows for x in row]
+    return np.array(flat, dtype=dtype).reshape(shape)
+
+
 @dataclass(frozen=True, repr=False)
 class ButcherTableau:
     """An explicit Runge--Kutta method stored as exact rational data.
@@ -152,17 +181,31 @@ class ButcherTableau:
     fsal : bool
         First Same As Last: the last stage is ``f(t0 + h, y1)`` (``a[s-1] == b``
         and ``c[s-1] == 1``), so it is the first stage of the next step.
-    dense : tuple of tuple of Fraction, shape (s, K), or None
+    dense : tuple of tuple of Fraction, shape (s + 1 + m, K) or (s, K), or None
         The method's own continuous extension,
-        ``b_i(theta) = sum_k dense[i][k] * theta**(k + 1)``, with
-        ``b_i(1) == b_i``. ``None``: the cubic Hermite interpolant is used
-        (see :meth:`dense_matrix`).
+        ``b_r(theta) = sum_k dense[r][k] * theta**(k + 1)``, one row per entry
+        of the stage vector ``K = [k_0 .. k_{s-1}, f1, x_0 .. x_{m-1}]`` (see
+        the module docstring), with ``b_r(1) == b_r`` for ``r < s`` and
+        ``b_r(1) == 0`` for ``f1`` and the extra stages. Without extra stages
+        (``m == 0``) the ``s``-row form is accepted too, meaning that ``f1`` has
+        weight zero. ``None``: the cubic Hermite interpolant is used (see
+        :meth:`dense_matrix`; extra stages, if any, then get weight zero).
     dense_order : int
         Order of the continuous extension (``min(3, order)`` for Hermite).
     tol : Fraction, optional
         Absolute tolerance of the self-checks. ``0`` (the default) means every
         identity must hold exactly; a tableau transcribed from decimal
         expansions sets it to the size of its rounding.
+    extra_c : tuple of Fraction, length m, optional
+        Nodes of the ``m`` extra stages that only the dense output needs
+        (default none). Extra stage ``j`` is ``x_j = f(t0 + extra_c[j] h,
+        y0 + h sum_r extra_a[j][r] K_r)``, evaluated after an accepted step.
+    extra_a : tuple of tuple of Fraction, shape (m, s + 1 + m), optional
+        Coefficients of the extra stages on ``K = [k_0 .. k_{s-1}, f1, x_0 ..
+        x_{m-1}]``. Row ``j`` may only use ``K_r`` with ``r < s + 1 + j`` (the
+        method's stages, ``f1`` and the earlier extra stages); it is stored
+        zero padded to length ``s + 1 + m``, and shorter rows are padded on
+        construction. ``sum(extra_a[j]) == extra_c[j]``.
 
     Raises
     ------
@@ -183,6 +226,8 @@ class ButcherTableau:
     dense: tuple[tuple[Fraction, ...], ...] | None
     dense_order: int
     tol: Fraction = _ZERO
+    extra_c: tuple[Fraction, ...] = ()
+    extra_a: tuple[tuple[Fraction, ...], ...] = ()
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__  # the dataclass is frozen; normalise once here
@@ -194,6 +239,12 @@ class ButcherTableau:
         if self.dense is not None:
             setattr_(self, "dense", _matrix(self.dense))
         setattr_(self, "tol", _fraction(self.tol))
+        setattr_(self, "extra_c", _vector(self.extra_c))
+        width = len(self.c) + 1 + len(self.extra_c)
+        extra_a = _matrix(self.extra_a)
+        setattr_(
+            self, "extra_a", tuple(row + (_ZERO,) * max(0, width - len(row)) for row in extra_a)
+        )
         self._validate()
 
     # -- self-checks -------------------------------------------------------------------------
@@ -217,9 +268,18 @@ class ButcherTableau:
             self._fail("shape", f"len(b) = {len(self.b)} != {s} stages")
         if self.b_err is not None and len(self.b_err) != s:
             self._fail("shape", f"len(b_err) = {len(self.b_err)} != {s} stages")
+        m = len(self.extra_c)
+        n = s + 1 + m  # entries of the dense-output stage vector K
+        if len(self.extra_a) != m:
+            self._fail("shape", f"extra_a has {len(self.extra_a)} rows, len(extra_c) = {m}")
+        for j, row in enumerate(self.extra_a):
+            if len(row) != n:
+                self._fail("shape", f"extra_a[{j}] has length {len(row)} > s + 1 + m = {n}")
         if self.dense is not None:
-            if len(self.dense) != s:
-                self._fail("shape", f"dense has {len(self.dense)} rows, expected {s}")
+            rows = (n,) if m else (s, n)
+            if len(self.dense) not in rows:
+                expected = " or ".join(str(r) for r in rows)
+                self._fail("shape", f"dense has {len(self.dense)} rows, expected {expected}")
             widths = {len(row) for row in self.dense}
             if len(widths) != 1 or 0 in widths:
                 self._fail("shape", f"dense rows must share one nonzero length, got {widths}")
@@ -231,6 +291,19 @@ class ButcherTableau:
                         "strictly lower triangular",
                         f"a[{i}][{j}] = {row[j]}, an explicit method needs a[i][j] = 0 for j >= i",
                     )
+        for j, row in enumerate(self.extra_a):
+            for r in range(s + 1 + j, n):
+                if row[r] != 0:
+                    self._fail(
+                        "extra stages",
+                        f"extra_a[{j}][{r}] = {row[r]}, extra stage {j} may only use "
+                        f"K_r with r < s + 1 + {j} = {s + 1 + j}",
+                    )
+            if not self._close(sum(row, _ZERO), self.extra_c[j]):
+                self._fail(
+                    "extra stages",
+                    f"sum(extra_a[{j}]) = {sum(row, _ZERO)} != extra_c[{j}] = {self.extra_c[j]}",
+                )
         for i, row in enumerate(self.a):
             if not self._close(sum(row, _ZERO), self.c[i]):
                 self._fail("row sum", f"sum(a[{i}]) = {sum(row, _ZERO)} != c[{i}] = {self.c[i]}")
@@ -254,9 +327,10 @@ class ButcherTableau:
                 self._fail("FSAL", f"a[{s - 1}] != b")
 
         if self.dense is not None:
-            for i, row in enumerate(self.dense):
-                if not self._close(sum(row, _ZERO), self.b[i]):
-                    self._fail("dense output", f"b_{i}(1) = {sum(row, _ZERO)} != b[{i}]")
+            for r, row in enumerate(self.dense):
+                target = self.b[r] if r < s else _ZERO
+                if not self._close(sum(row, _ZERO), target):
+                    self._fail("dense output", f"b_{r}(1) = {sum(row, _ZERO)} != {target}")
             if not 1 <= self.dense_order <= self.order:
                 self._fail("dense order", f"dense_order = {self.dense_order} not in [1, order]")
         elif not 1 <= self.dense_order <= min(3, self.order):
@@ -272,13 +346,18 @@ class ButcherTableau:
             f"ButcherTableau(name={self.name!r}, stages={self.stages}, order={self.order}, "
             f"error_order={self.error_order}, fsal={self.fsal}, "
             f"dense={'own' if self.dense is not None else 'hermite'}, "
-            f"dense_order={self.dense_order})"
+            f"dense_order={self.dense_order}, extra_stages={self.extra_stages})"
         )
 
     @property
     def stages(self) -> int:
         """Number of stages ``s`` (the FSAL stage included)."""
         return len(self.c)
+
+    @property
+    def extra_stages(self) -> int:
+        """Number ``m`` of extra stages the dense output needs (``len(extra_c)``)."""
+        return len(self.extra_c)
 
     @property
     def adaptive(self) -> bool:
@@ -293,17 +372,18 @@ class ButcherTableau:
         return tuple(x - e for x, e in zip(self.b, self.b_err, strict=True))
 
     def dense_matrix(self) -> tuple[tuple[Fraction, ...], ...]:
-        """Exact dense-output matrix ``P`` of shape ``(s + 1, K)``.
+        """Exact dense-output matrix ``P`` of shape ``(s + 1 + m, K)``.
 
         For ``theta`` in ``[0, 1]``::
 
-            y(t0 + theta h) = y0 + h * sum_{i<s} (sum_k P[i][k] theta**(k+1)) k_i
-                                 + h * (sum_k P[s][k] theta**(k+1)) f1,
+            y(t0 + theta h) = y0 + h * sum_r (sum_k P[r][k] theta**(k+1)) K_r,
+            K = [k_0, ..., k_{s-1}, f1, x_0, ..., x_{m-1}],
 
-        with ``f1 = f(t0 + h, y1)``.
+        with ``f1 = f(t0 + h, y1)`` and ``x_j`` the extra stages (see the module
+        docstring; ``m = 0`` except for DOP853).
 
-        * Own continuous extension (``dense`` given): rows ``0..s-1`` are
-          ``dense`` and row ``s`` is zero.
+        * Own continuous extension (``dense`` given): ``dense`` itself, or, for
+          an ``s``-row ``dense`` (``m == 0``), ``dense`` and a zero row ``s``.
         * Otherwise the cubic Hermite interpolant on ``(y0, f0 = k_0, y1, f1)``
           (``K = 3``)::
 
@@ -312,15 +392,17 @@ class ButcherTableau:
           i.e. ``P[i] = b_i h01 (+ h10 for i == 0)`` and ``P[s] = h11``. For an
           FSAL method ``f1`` is the last stage ``k_{s-1}``, so ``h11`` is added to
           row ``s - 1`` instead and row ``s`` is zero: a stepper never needs
-          ``f1`` separately for an FSAL method.
+          ``f1`` separately for an FSAL method. Rows ``s + 1 ..`` (extra stages,
+          if a tableau with them is given ``dense=None``) are zero.
 
         In every case ``sum_k P[i][k] == b_i`` for ``i < s`` (``theta = 1``
-        gives ``y1``) and row ``s`` sums to zero.
+        gives ``y1``) and rows ``s ..`` sum to zero (to ``tol``).
         """
         s = self.stages
         if self.dense is not None:
-            width = len(self.dense[0])
-            return self.dense + ((_ZERO,) * width,)
+            if len(self.dense) == s:
+                return self.dense + ((_ZERO,) * len(self.dense[0]),)
+            return self.dense
         rows = [[bi * h for h in _H01] for bi in self.b]
         rows[0] = [p + h for p, h in zip(rows[0], _H10, strict=True)]
         last = [_ZERO] * 3
@@ -328,7 +410,8 @@ class ButcherTableau:
             rows[s - 1] = [p + h for p, h in zip(rows[s - 1], _H11, strict=True)]
         else:
             last = list(_H11)
-        return tuple(tuple(row) for row in rows) + (tuple(last),)
+        unused = ((_ZERO,) * 3,) * self.extra_stages
+        return tuple(tuple(row) for row in rows) + (tuple(last),) + unused
 
     def arrays(
         self, dtype: np.dtype | type = np.float64
@@ -350,17 +433,13 @@ class ButcherTableau:
         c : ndarray, shape (s,)
         e : ndarray, shape (s,)
             ``b_err`` (zeros for a fixed-step method).
-        P : ndarray, shape (s + 1, K)
-            Dense-output matrix, see :meth:`dense_matrix`.
+        P : ndarray, shape (s + 1 + m, K)
+            Dense-output matrix, see :meth:`dense_matrix`; its rows follow
+            ``K = [k_0 .. k_{s-1}, f1, x_0 .. x_{m-1}]``. The extra stages ``x_j``
+            (``m > 0`` for DOP853 only) come from :meth:`extra_arrays`.
         """
-        dt = np.dtype(dtype)
-        if dt.kind != "f" or dt.itemsize > 8:
-            raise ValueError(f"dtype must be float16, float32 or float64, got {dt}")
-
-        def conv(rows: Sequence[Sequence[Fraction]], shape: tuple[int, ...]) -> np.ndarray:
-            flat = [_round_to(x, dt) for row in rows for x in row]
-            return np.array(flat, dtype=dt).reshape(shape)
-
+        dt = _float_dtype(dtype)
+        conv = functools.partial(_convert, dtype=dt)
         s = self.stages
         e = self.b_err if self.b_err is not None else (_ZERO,) * s
         P = self.dense_matrix()
@@ -369,8 +448,38 @@ class ButcherTableau:
             conv([self.b], (s,)),
             conv([self.c], (s,)),
             conv([e], (s,)),
-            conv(P, (s + 1, len(P[0]))),
+            conv(P, (len(P), len(P[0]))),
         )
+
+    def extra_arrays(self, dtype: np.dtype | type = np.float64) -> tuple[np.ndarray, np.ndarray]:
+        """Export the extra dense-output stages as ``numpy`` arrays.
+
+        After an accepted step, with ``K`` holding ``k_0 .. k_{s-1}`` and
+        ``f1 = f(t0 + h, y1)`` in rows ``0 .. s``, a stepper evaluates for
+        ``j = 0 .. m-1``::
+
+            K[s + 1 + j] = f(t0 + cx[j] * h, y0 + h * (Ax[j, :s + 1 + j] @ K[:s + 1 + j]))
+
+        (``Ax[j, s + 1 + j:]`` is zero) and then interpolates with ``P`` of
+        :meth:`arrays`.
+
+        Parameters
+        ----------
+        dtype : numpy floating dtype, optional
+            As for :meth:`arrays`: each value is the exact coefficient correctly
+            rounded to ``dtype``.
+
+        Returns
+        -------
+        Ax : ndarray, shape (m, s + 1 + m)
+            ``extra_a``; shape ``(0, s + 1)`` for a method without extra stages.
+        cx : ndarray, shape (m,)
+            ``extra_c``; shape ``(0,)`` without extra stages.
+        """
+        dt = _float_dtype(dtype)
+        m = self.extra_stages
+        n = self.stages + 1 + m
+        return _convert(self.extra_a, (m, n), dtype=dt), _convert([self.extra_c], (m,), dtype=dt)
 
 
 def _dopri5_dense(b: Sequence[Fraction], d: Sequence[Fraction]) -> tuple[tuple[Fraction, ...], ...]:
@@ -394,6 +503,63 @@ def _dopri5_dense(b: Sequence[Fraction], d: Sequence[Fraction]) -> tuple[tuple[F
         e_last = _ONE if i == s - 1 else _ZERO
         u, v, w = e0 - b[i], 2 * b[i] - e0 - e_last, d[i]
         rows.append((b[i] + u, -u + v + w, -v - 2 * w, w))
+    return tuple(rows)
+
+
+def _poly_mul(p: Sequence[Fraction], q: Sequence[Fraction]) -> list[Fraction]:
+    """Product of two polynomials given by their coefficients of ``theta**0, theta**1, ...``."""
+    out = [_ZERO] * (len(p) + len(q) - 1)
+    for i, x in enumerate(p):
+        for j, y in enumerate(q):
+            out[i + j] += x * y
+    return out
+
+
+def _dop853_dense(
+    b: Sequence[Fraction], d: Sequence[Sequence[Fraction]]
+) -> tuple[tuple[Fraction, ...], ...]:
+    """Expand Hairer's ``contd8`` form of the DOP853 interpolant into ``theta`` powers.
+
+    ``b`` are the ``s = 12`` weights, ``d`` the four rows ``D`` of ``dop853.f``
+    (SciPy's ``dop853_coefficients.D``) over the 16 entries of ``K = [k_0 ..
+    k_11, f1, x_0, x_1, x_2]``. With ``t1 = 1 - theta``, ``ydiff = y1 - y0``,
+    ``f0 = k_0``::
+
+        y(theta) = y0 + theta*(F0 + t1*(F1 + theta*(F2 + t1*(F3 + theta*(F4
+                                + t1*(F5 + theta*F6)))))),
+        F0 = ydiff,  F1 = h f0 - ydiff,  F2 = 2 ydiff - h (f0 + f1),
+        F(3 + j) = h sum_r d[j][r] K_r                           (j = 0..3),
+
+    and ``ydiff = h sum_i b_i k_i``. So ``F_q`` multiplies the basis polynomial
+    ``g_q`` (``g0 = theta``, ``g1 = theta t1``, ``g2 = theta^2 t1``, ``g3 =
+    theta^2 t1^2``, ..., ``g6 = theta^4 t1^3``), and the weight of ``K_r`` (in
+    units of ``h``) is::
+
+        b_r g0 + (e0_r - b_r) g1 + (2 b_r - e0_r - e12_r) g2 + sum_j d[j][r] g(3 + j)
+
+    with ``b_r = 0`` for ``r >= 12``, ``e0_r = [r == 0]``, ``e12_r = [r == 12]``
+    (``f1``). Every ``g_q`` with ``q >= 1`` vanishes at ``theta = 1``, so
+    ``b_r(1) == b_r`` holds exactly whatever the digits of ``d``.
+    """
+    theta, t1 = (_ZERO, _ONE), (_ONE, -_ONE)
+    basis = []
+    g: list[Fraction] = [_ONE]
+    for q in range(7):  # g0 = theta, g1 = theta t1, g2 = theta^2 t1, g3 = theta^2 t1^2, ...
+        g = _poly_mul(g, theta if q % 2 == 0 else t1)
+        basis.append(g)
+    s, n = len(b), len(d[0])
+    rows = []
+    for r in range(n):
+        br = b[r] if r < s else _ZERO
+        e0 = _ONE if r == 0 else _ZERO
+        e_f1 = _ONE if r == s else _ZERO
+        weights = [br, e0 - br, 2 * br - e0 - e_f1, *(dj[r] for dj in d)]
+        poly = [_ZERO] * 8
+        for w, gq in zip(weights, basis, strict=True):
+            for k, x in enumerate(gq):
+                poly[k] += w * x
+        assert poly[0] == 0  # no constant term: y(0) = y0
+        rows.append(tuple(poly[1:]))
     return tuple(rows)
 
 
@@ -652,11 +818,17 @@ def _dopri8() -> ButcherTableau:
       estimator ``E3`` into one error norm, ``err5**2 / sqrt(err5**2 +
       0.01 * err3**2)``, which behaves like ``O(h^8)``; a stepper using this
       tableau controls the plain ``E5`` estimate.
-    * The 7th-order dense output of DOP853 needs three extra stages; it is not
-      provided. ``dense = None``: the cubic Hermite interpolant is used
-      (``dense_order = 3``).
     * In this 12-stage formulation the method is not FSAL (``f(t0 + h, y1)`` is
       the 13th stage of the extended tableau).
+
+    Dense output: DOP853's 7th-order continuous extension (``contd8``), which
+    needs ``f1 = f(t0 + h, y1)`` and three extra stages ``x_0, x_1, x_2`` at
+    ``extra_c = (0.1, 0.2, 0.777...8)`` (stages 14-16 of the extended tableau:
+    SciPy's ``A[13:16]``, ``C[13:16]``). Their coefficients and the four rows
+    ``D`` are the 30-digit decimals of ``dop853.f``; ``dense`` is Hairer's
+    ``rcont`` form expanded exactly into powers of ``theta`` (see
+    :func:`_dop853_dense`), 16 rows over ``[k_0 .. k_11, f1, x_0, x_1, x_2]``.
+    ``dense_order = 7``.
     """
     F = Fraction
     c = (
@@ -760,23 +932,121 @@ def _dopri8() -> ButcherTableau:
         10: "0.8192320648511571246570742613e-1",
         11: "-0.2235530786388629525884427845e-1",
     }
+    # The extra stages x_0, x_1, x_2 (stages 14-16 of DOP853's extended tableau), with
+    # nonzero coefficients on K = [k_0 .. k_11, f1 (12), x_0 (13), x_1 (14)].
+    extra_c = ("0.1", "0.2", "0.777777777777777777777777777778")
+    extra_entries = [
+        {
+            0: "5.61675022830479523392909219681e-2",
+            6: "2.53500210216624811088794765333e-1",
+            7: "-2.46239037470802489917441475441e-1",
+            8: "-1.24191423263816360469010140626e-1",
+            9: "1.5329179827876569731206322685e-1",
+            10: "8.20105229563468988491666602057e-3",
+            11: "7.56789766054569976138603589584e-3",
+            12: "-8.298e-3",
+        },
+        {
+            0: "3.18346481635021405060768473261e-2",
+            5: "2.83009096723667755288322961402e-2",
+            6: "5.35419883074385676223797384372e-2",
+            7: "-5.49237485713909884646569340306e-2",
+            10: "-1.08347328697249322858509316994e-4",
+            11: "3.82571090835658412954920192323e-4",
+            12: "-3.40465008687404560802977114492e-4",
+            13: "1.41312443674632500278074618366e-1",
+        },
+        {
+            0: "-4.28896301583791923408573538692e-1",
+            5: "-4.69762141536116384314449447206",
+            6: "7.68342119606259904184240953878",
+            7: "4.06898981839711007970213554331",
+            8: "3.56727187455281109270669543021e-1",
+            12: "-1.39902416515901462129418009734e-3",
+            13: "2.9475147891527723389556272149",
+            14: "-9.15095847217987001081870187138",
+        },
+    ]
+    # The rows D of dop853.f's contd8 coefficients rcont5..rcont8, over the same K.
+    d_entries = [
+        {
+            0: "-0.84289382761090128651353491142e+1",
+            5: "0.56671495351937776962531783590",
+            6: "-0.30689499459498916912797304727e+1",
+            7: "0.23846676565120698287728149680e+1",
+            8: "0.21170345824450282767155149946e+1",
+            9: "-0.87139158377797299206789907490",
+            10: "0.22404374302607882758541771650e+1",
+            11: "0.63157877876946881815570249290",
+            12: "-0.88990336451333310820698117400e-1",
+            13: "0.18148505520854727256656404962e+2",
+            14: "-0.91946323924783554000451984436e+1",
+            15: "-0.44360363875948939664310572000e+1",
+        },
+        {
+            0: "0.10427508642579134603413151009e+2",
+            5: "0.24228349177525818288430175319e+3",
+            6: "0.16520045171727028198505394887e+3",
+            7: "-0.37454675472269020279518312152e+3",
+            8: "-0.22113666853125306036270938578e+2",
+            9: "0.77334326684722638389603898808e+1",
+            10: "-0.30674084731089398182061213626e+2",
+            11: "-0.93321305264302278729567221706e+1",
+            12: "0.15697238121770843886131091075e+2",
+            13: "-0.31139403219565177677282850411e+2",
+            14: "-0.93529243588444783865713862664e+1",
+            15: "0.35816841486394083752465898540e+2",
+        },
+        {
+            0: "0.19985053242002433820987653617e+2",
+            5: "-0.38703730874935176555105901742e+3",
+            6: "-0.18917813819516756882830838328e+3",
+            7: "0.52780815920542364900561016686e+3",
+            8: "-0.11573902539959630126141871134e+2",
+            9: "0.68812326946963000169666922661e+1",
+            10: "-0.10006050966910838403183860980e+1",
+            11: "0.77771377980534432092869265740",
+            12: "-0.27782057523535084065932004339e+1",
+            13: "-0.60196695231264120758267380846e+2",
+            14: "0.84320405506677161018159903784e+2",
+            15: "0.11992291136182789328035130030e+2",
+        },
+        {
+            0: "-0.25693933462703749003312586129e+2",
+            5: "-0.15418974869023643374053993627e+3",
+            6: "-0.23152937917604549567536039109e+3",
+            7: "0.35763911791061412378285349910e+3",
+            8: "0.93405324183624310003907691704e+2",
+            9: "-0.37458323136451633156875139351e+2",
+            10: "0.10409964950896230045147246184e+3",
+            11: "0.29840293426660503123344363579e+2",
+            12: "-0.43533456590011143754432175058e+2",
+            13: "0.96324553959188282948394950600e+2",
+            14: "-0.39177261675615439165231486172e+2",
+            15: "-0.14972683625798562581422125276e+3",
+        },
+    ]
     s = len(c)
+    n = s + 1 + len(extra_c)
 
-    def dense_row(nonzero: dict[int, str]) -> tuple[Fraction, ...]:
-        return tuple(F(nonzero.get(j, 0)) for j in range(s))
+    def dense_row(nonzero: dict[int, str], width: int = s) -> tuple[Fraction, ...]:
+        return tuple(F(nonzero.get(j, 0)) for j in range(width))
 
+    b = dense_row(b_entries)
     return ButcherTableau(
         name="dopri8",
         c=c,
         a=tuple(dense_row(entries.get(i, {})) for i in range(s)),
-        b=dense_row(b_entries),
+        b=b,
         b_err=dense_row(e5_entries),
         order=8,
         error_order=5,
         fsal=False,
-        dense=None,
-        dense_order=3,
+        dense=_dop853_dense(b, [dense_row(row, n) for row in d_entries]),
+        dense_order=7,
         tol=F(1, 10**25),
+        extra_c=extra_c,
+        extra_a=tuple(dense_row(row, n) for row in extra_entries),
     )
 
 
