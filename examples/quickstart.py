@@ -15,7 +15,6 @@ import sympy as sp
 
 import symode
 
-
 _WARM = """
 import time, sympy as sp, symode
 t = sp.Symbol("t"); x, y = sp.symbols("x y"); a, b, c, d = sp.symbols("a b c d")

@@ -188,9 +188,9 @@ def compute_gradient(
         )
     else:
         adj.gradient(
-            *args, y0, params, t_eval, cot[0], data_a[0], use_loss, A, b, c, e, P, Ax, cx, iopt, fopt,
-            atol_f, g, biopt, bfopt.copy(), batol, max_ck, GY0[0], GP[0], ST_F[0], ST_B[0], VALUE[0],
-            Y_OUT[0],
+            *args, y0, params, t_eval, cot[0], data_a[0], use_loss, A, b, c, e, P, Ax, cx,
+            iopt, fopt, atol_f, g, biopt, bfopt.copy(), batol, max_ck, GY0[0], GP[0], ST_F[0],
+            ST_B[0], VALUE[0], Y_OUT[0],
         )  # fmt: skip
     codes = np.where(ST_F[:, 0] != 0, ST_F[:, 0], ST_B[:, 0])
     msgs = [
