@@ -45,6 +45,7 @@ from .integrate import (
     copy,
     dense_weights,
     dyn,
+    empty_aux,
     evaluate,
     integrate,
     rk_combine,
@@ -246,7 +247,7 @@ def gradient(
     direction = 1.0 if t1 >= t0 else -1.0
     kind_f = FORWARD_COST if HAS_RUNNING_COST else FORWARD  # a compile-time literal
     nz = n + 1 if HAS_RUNNING_COST else n
-    aux0 = (np.zeros(n), np.zeros((s + 1, n)), np.array([0.0, 1.0]), np.zeros((s + 1, 1)))
+    aux0 = empty_aux(n)
     fst = np.zeros(3)
     lam_y = np.zeros(n)
     for j in range(n):
@@ -418,8 +419,6 @@ def gradient(
     if mode == MODE_CHECKPOINT:
         za = np.zeros(n + n_p, y0.dtype)
         lam = za[:n]
-        tha = np.empty(2)
-        fixed_one = 1 if biopt[I_ADAPTIVE] == 0 else 0
     else:
         zbar = np.zeros(nz)
         if HAS_RUNNING_COST:
@@ -452,130 +451,90 @@ def gradient(
             seg_Y,
             work,
         )
+        if mode == MODE_CHECKPOINT:
+            # [λ, μ] backwards over the whole segment, y from its steps' dense output;
+            # pieces end only at observations (jumps of λ) and at the segment's start
+            seg_t = rec_t[i0 : i1 + 1].copy()
+            seg_h = rec_h[i0:i1].copy()
+            aux = (seg_z, seg_k, seg_t, seg_h, P)
+            tcur = rec_t[i1]
+            while io >= 0 and direction * (t_obs[io] - rec_t[i0]) > 0:
+                backward_piece(
+                    ADJOINT, tcur, t_obs[io], za, p, n, aux, A, b, c, e, P, Ax, cx, biopt,
+                    bfopt, batol, grid, dyn(0), st_b, fst,
+                )  # fmt: skip
+                tcur = t_obs[io]
+                total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
+                for j in range(n):
+                    lam[j] += lam_y[j]
+                io -= 1
+            backward_piece(
+                ADJOINT, tcur, rec_t[i0], za, p, n, aux, A, b, c, e, P, Ax, cx, biopt, bfopt,
+                batol, grid, dyn(0), st_b, fst,
+            )  # fmt: skip
+            continue
         for i in range(i1 - 1, i0 - 1, -1):
             r = i - i0
             ta = rec_t[i]
             tb = rec_t[i + 1]
             h = rec_h[i]
-            if mode == MODE_CHECKPOINT:
-                tha[0] = ta
-                tha[1] = h
-                aux = (seg_z[r], seg_k[r], tha, P)
-                tcur = tb
-                while io >= 0 and direction * (t_obs[io] - ta) > 0:
-                    backward_piece(
-                        ADJOINT,
-                        tcur,
-                        t_obs[io],
-                        za,
-                        p,
-                        n,
-                        aux,
-                        A,
-                        b,
-                        c,
-                        e,
-                        P,
-                        Ax,
-                        cx,
-                        biopt,
-                        bfopt,
-                        batol,
-                        grid,
-                        fixed_one,
-                        st_b,
-                        fst,
-                    )
-                    tcur = t_obs[io]
-                    total += observation_cotangent(
-                        use_loss, Zf[io], cot[io], data[io], p, lam_y, gp
-                    )
+            # outputs inside (ta, tb]: at tb it is the step's end state, else dense output
+            for m in range(nz):
+                for st in range(s1x):
+                    kbar[st, m] = 0.0
+            while io >= 0 and direction * (t_obs[io] - ta) > 0:
+                total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
+                if t_obs[io] == tb:
                     for j in range(n):
-                        lam[j] += lam_y[j]
-                    io -= 1
-                backward_piece(
-                    ADJOINT,
-                    tcur,
-                    ta,
-                    za,
-                    p,
-                    n,
-                    aux,
-                    A,
-                    b,
-                    c,
-                    e,
-                    P,
-                    Ax,
-                    cx,
-                    biopt,
-                    bfopt,
-                    batol,
-                    grid,
-                    fixed_one,
-                    st_b,
-                    fst,
-                )
-            else:
-                # outputs inside (ta, tb]: at tb it is the step's end state, else dense output
-                for m in range(nz):
-                    for st in range(s1x):
-                        kbar[st, m] = 0.0
-                while io >= 0 and direction * (t_obs[io] - ta) > 0:
-                    total += observation_cotangent(
-                        use_loss, Zf[io], cot[io], data[io], p, lam_y, gp
-                    )
-                    if t_obs[io] == tb:
-                        for j in range(n):
-                            zbar[j] += lam_y[j]
-                    else:
-                        dense_weights((t_obs[io] - ta) / h, P, bth)
-                        for j in range(n):
-                            zbar_new[j] += lam_y[j]  # held until the step's start
-                            for st in range(s1x):
-                                kbar[st, j] += h * bth[st] * lam_y[j]
-                    io -= 1
-                # extra dense-output stages x_j = F(ta + cx_j h, X_j), in reverse
-                for jx in range(n_extra - 1, -1, -1):
-                    vjp_kind(
-                        kind_f, ta + cx[jx] * h, seg_Y[r, s + jx], p, n, kbar[s + 1 + jx], oz,
-                        op, wy, wp,
-                    )  # fmt: skip
-                    st_b[S_NFEV] += 1
-                    for qq in range(n_p):
-                        gp[qq] += op[qq]
-                    for m in range(nz):
-                        zbar_new[m] += oz[m]
-                        for l in range(s + 1 + jx):
-                            kbar[l, m] += h * Ax[jx, l] * oz[m]
-                # f1 = F(tb, z_{i+1}) feeds the Hermite rows of non-FSAL methods (and the
-                # extra stages); for FSAL methods f1 is the last stage itself
-                if fsal:
-                    for m in range(nz):
-                        kbar[s - 1, m] += kbar[s, m]
+                        zbar[j] += lam_y[j]
                 else:
-                    vjp_kind(kind_f, tb, seg_z[r + 1], p, n, kbar[s], oz, op, wy, wp)
-                    st_b[S_NFEV] += 1
-                    for m in range(nz):
-                        zbar[m] += oz[m]
-                    for qq in range(n_p):
-                        gp[qq] += op[qq]
+                    dense_weights((t_obs[io] - ta) / h, P, bth)
+                    for j in range(n):
+                        zbar_new[j] += lam_y[j]  # held until the step's start
+                        for st in range(s1x):
+                            kbar[st, j] += h * bth[st] * lam_y[j]
+                io -= 1
+            # extra dense-output stages x_j = F(ta + cx_j h, X_j), in reverse
+            for jx in range(n_extra - 1, -1, -1):
+                vjp_kind(
+                    kind_f, ta + cx[jx] * h, seg_Y[r, s + jx], p, n, kbar[s + 1 + jx], oz,
+                    op, wy, wp,
+                )  # fmt: skip
+                st_b[S_NFEV] += 1
+                for qq in range(n_p):
+                    gp[qq] += op[qq]
                 for m in range(nz):
-                    for st in range(s):
-                        kbar[st, m] += h * b[st] * zbar[m]
-                for st in range(s - 1, -1, -1):
-                    vjp_kind(kind_f, ta + c[st] * h, seg_Y[r, st], p, n, kbar[st], oz, op, wy, wp)
-                    st_b[S_NFEV] += 1
-                    for qq in range(n_p):
-                        gp[qq] += op[qq]
-                    for m in range(nz):
-                        for l in range(st):
-                            kbar[l, m] += h * A[st, l] * oz[m]
-                    for m in range(nz):
-                        zbar_new[m] += oz[m]
+                    zbar_new[m] += oz[m]
+                    for l in range(s + 1 + jx):
+                        kbar[l, m] += h * Ax[jx, l] * oz[m]
+            # f1 = F(tb, z_{i+1}) feeds the Hermite rows of non-FSAL methods (and the
+            # extra stages); for FSAL methods f1 is the last stage itself
+            if fsal:
                 for m in range(nz):
-                    zbar[m] += zbar_new[m]
-                    zbar_new[m] = 0.0
+                    kbar[s - 1, m] += kbar[s, m]
+            else:
+                vjp_kind(kind_f, tb, seg_z[r + 1], p, n, kbar[s], oz, op, wy, wp)
+                st_b[S_NFEV] += 1
+                for m in range(nz):
+                    zbar[m] += oz[m]
+                for qq in range(n_p):
+                    gp[qq] += op[qq]
+            for m in range(nz):
+                for st in range(s):
+                    kbar[st, m] += h * b[st] * zbar[m]
+            for st in range(s - 1, -1, -1):
+                vjp_kind(kind_f, ta + c[st] * h, seg_Y[r, st], p, n, kbar[st], oz, op, wy, wp)
+                st_b[S_NFEV] += 1
+                for qq in range(n_p):
+                    gp[qq] += op[qq]
+                for m in range(nz):
+                    for l in range(st):
+                        kbar[l, m] += h * A[st, l] * oz[m]
+                for m in range(nz):
+                    zbar_new[m] += oz[m]
+            for m in range(nz):
+                zbar[m] += zbar_new[m]
+                zbar_new[m] = 0.0
     # observations at t0
     while io >= 0:
         total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
@@ -601,12 +560,11 @@ def gradient(
 def running_integral(t0, t1, y0, p, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid, t_obs, st):
     """∫ g dt along the trajectory (forward-sensitivity mode's loss value)."""
     n = y0.size
-    s = A.shape[0]
     z0 = np.zeros(n + 1, y0.dtype)
     for j in range(n):
         z0[j] = y0[j]
     Z = np.empty((1, n + 1), y0.dtype)
-    aux0 = (np.zeros(n), np.zeros((s + 1, n)), np.array([0.0, 1.0]), np.zeros((s + 1, 1)))
+    aux0 = empty_aux(n)
     fst = np.zeros(3)
     integrate(
         FORWARD_COST,

@@ -72,6 +72,12 @@ def dense_eval(theta, h, z, k, P, bth, out):
 
 
 @njit(cache=True)
+def empty_aux(n):
+    """A placeholder for ``aux`` (the ADJOINT kind's recorded forward steps)."""
+    return (np.zeros((1, n)), np.zeros((1, 1, n)), np.zeros(2), np.ones(1), np.zeros((1, 1)))
+
+
+@njit(cache=True)
 def work_size(n, n_params, s):
     """Scratch: y (n), ∂g/∂y (n), ∂g/∂p (p), unit vector (p), spare (2n), b(θ) (s + 8)."""
     return 4 * n + 2 * n_params + s + 8
@@ -93,9 +99,11 @@ def evaluate(kind, t, z, p, n, aux, work, out):
         rhs(t, z[:n], p, out[:n])
         adjoint_rhs(t, z[:n], z[n : 2 * n], p, n, work, out[n:])
     elif kind == ADJOINT:
+        # y(t) from the recorded forward steps: aux = (y_j, stages_j, t_j, h_j, P)
         y = work[:n]
-        ya, ka, tha, P = aux
-        dense_eval((t - tha[0]) / tha[1], tha[1], ya, ka, P, work[4 * n + 2 * p.size :], y)
+        ys, ks, ts, hs, P = aux
+        j = find_step(ts, hs.size, t)
+        dense_eval((t - ts[j]) / hs[j], hs[j], ys[j], ks[j], P, work[4 * n + 2 * p.size :], y)
         adjoint_rhs(t, y, z[:n], p, n, work, out)
     else:
         sensitivity_rhs(t, z, p, n, work, out)
@@ -559,7 +567,7 @@ def dense_query(tq, ts, hs, zs, p, n, A, b, c, P, Ax, cx, fsal, out):
     znew = np.empty(nz, zs.dtype)
     work = np.zeros(work_size(n, p.size, s))
     bth = np.empty(k.shape[0])
-    aux = (np.zeros(n), np.zeros((s + 1, n)), np.array([0.0, 1.0]), np.zeros((s + 1, 1)))
+    aux = empty_aux(n)
     last = -1
     for q in range(tq.size):
         j = find_step(ts, nsteps, tq[q])

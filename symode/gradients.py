@@ -5,7 +5,8 @@ Four ways to the same gradient (kernels/adjoint.py):
 =============  =====================================================  ===================
 ``adjoint``    what it computes                                       memory
 =============  =====================================================  ===================
-"checkpoint"   continuous adjoint, y from checkpoints + dense output  O(checkpoints)
+"checkpoint"   continuous adjoint, y from checkpoints + dense output  O(steps), or
+                                                                      O(K + steps/K)
 "backsolve"    continuous adjoint, y re-solved backwards (Chen 2018)  O(1) in steps
 "discrete"     exact gradient of the discrete solver (RK stages)      O(checkpoints)
 "forward"      forward sensitivities S' = J S + ∂f/∂θ                 O(n (n + p))
@@ -53,7 +54,13 @@ class Gradient:
     message: object
     failed: tuple = ()
     y: np.ndarray | None = None
-    t: np.ndarray | None = None
+    _time_grad: object = None  # computed on first access of .t (T evaluations of f)
+
+    @property
+    def t(self) -> np.ndarray | None:
+        if callable(self._time_grad):
+            self._time_grad = self._time_grad()
+        return self._time_grad
 
     @property
     def success(self) -> bool:
@@ -112,7 +119,7 @@ def compute_gradient(
         not isinstance(checkpoints, (int, np.integer)) or checkpoints < 2
     ):
         raise ValueError(
-            f"checkpoints must be an int >= 2 (or None for every step), got {checkpoints!r}"
+            f"checkpoints must be an int >= 2 (or None: keep every step), got {checkpoints!r}"
         )
     dtype = np.dtype(dtype)
     mode = ADJOINT_MODES[adjoint]
@@ -171,7 +178,9 @@ def compute_gradient(
     if mode == 0:
         batol[:n] = atol_f[:n]
     A, b, c, e, P, Ax, cx = m.arrays
-    max_ck = (1 << 62) if checkpoints is None else int(checkpoints)
+    # None: a single segment (the whole forward pass recomputed once, all its stages kept);
+    # K: at most K checkpoints, the backward pass recomputing one segment at a time
+    max_ck = 1 if checkpoints is None else int(checkpoints)
 
     GY0 = np.zeros((B, n))
     GP = np.zeros((B, n_p))
@@ -217,14 +226,15 @@ def compute_gradient(
     }
     value = VALUE[:, 0] if batched else float(VALUE[0, 0])
     status = codes if batched else Status(int(codes[0]))
-    GT = (
-        None
-        if use_loss
-        else _time_gradients(model, t_eval, t0, y0, params, cot, GY0, Y_OUT, batched)
-    )
+
+    def time_grad():
+        if use_loss:
+            return None
+        return pick(_time_gradients(model, t_eval, t0, y0, params, cot, GY0, Y_OUT, batched))
+
     out = Gradient(
         pick(GY0), pick(GP), value, stats, status, msgs if batched else msgs[0], failed,
-        pick(Y_OUT), None if GT is None else pick(GT),
+        pick(Y_OUT), time_grad,
     )  # fmt: skip
     if throw and failed:
         err = IntegrationError(

@@ -350,8 +350,9 @@ class Model:
         options : method, rtol, atol, dt, grid, t_span, max_steps, h0, dtype, throw,
             adjoint_rtol, adjoint_atol (default: the forward ones), seminorm (default
             True: the μ channels are left out of backward step control, Kidger et al.
-            2021), checkpoints (int ≥ 2: at most that many stored states; default
-            every step).
+            2021), checkpoints (default None: the forward steps are recomputed once and
+            all their stages kept, memory O(steps); an int K ≥ 2 keeps at most K
+            states and recomputes one segment at a time, memory O(K + steps/K)).
 
         Returns
         -------
@@ -401,7 +402,8 @@ class Model:
 
 
 def _empty_aux(n: int, s: int):
-    return (np.zeros(n), np.zeros((s + 1, n)), np.array([0.0, 1.0]), np.zeros((s + 1, 1)))
+    """The placeholder ``aux`` of kernels/integrate.py ``empty_aux`` (same types)."""
+    return (np.zeros((1, n)), np.zeros((1, 1, n)), np.zeros(2), np.ones(1), np.zeros((1, 1)))
 
 
 class DenseSolution:

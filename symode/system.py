@@ -218,6 +218,7 @@ class ODESystem:
         # Derivations run on real-valued stand-ins of every state, parameter and t: the
         # dynamics are real (d|x|/dx = sign(x), not the complex modulus' derivative),
         # and a state x(t) becomes a plain variable (∂f/∂t is partial, not total).
+        self._canonical_text = None
         self._real = {s: sp.Dummy(_symbol_name(s), real=True) for s in (*states, *params, self.t)}
         self._unreal = {v: k for k, v in self._real.items()}
 
@@ -308,7 +309,11 @@ class ODESystem:
 
     def _canonical(self) -> str:
         """A canonical text of the system (srepr), the basis of the cache key."""
-        return sp.srepr((self.states, self.params, self.t if self._t_given else None, self.rhs))
+        if self._canonical_text is None:  # immutable: computed once (derivations hash self)
+            self._canonical_text = sp.srepr(
+                (self.states, self.params, self.t if self._t_given else None, self.rhs)
+            )
+        return self._canonical_text
 
     # -- exact derivations ---------------------------------------------------------
     @functools.cached_property
@@ -345,7 +350,8 @@ class ODESystem:
     @functools.cache  # noqa: B019
     def divergence(self) -> sp.Expr:
         """tr(∂f/∂y), the instantaneous change of log-density (Chen et al. 2018, Thm. 1)."""
-        return sp.Add(*[self.jacobian()[i, i] for i in range(self.n_states)])
+        J = self.jacobian()
+        return sp.Add(*[J[i, i] for i in range(self.n_states)])
 
     @functools.cache  # noqa: B019
     def divergence_gradient(self) -> tuple[sp.Matrix, sp.Matrix]:

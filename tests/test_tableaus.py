@@ -108,12 +108,21 @@ def weights_for(name: str) -> ElementaryWeights:
     return ElementaryWeights(TABLEAUS[name].a)
 
 
+def extended_a(tab: ButcherTableau) -> tuple[tuple[Fraction, ...], ...]:
+    """RK matrix over the dense-output stage vector K = [k_0 .. k_{s-1}, f1, x_0 .. x_{m-1}].
+
+    f1 = f(t0 + h, y1) is a stage with a-row ``b`` (node 1); the extra stage x_j
+    has a-row ``extra_a[j]`` (node ``extra_c[j]``), which may use f1 and x_0 .. x_{j-1}.
+    """
+    n = tab.stages + 1 + tab.extra_stages
+    pad = (Fraction(0),) * (n - tab.stages)
+    return tuple(row + pad for row in tab.a) + (tab.b + pad,) + tab.extra_a
+
+
 @cache
 def extended_weights_for(name: str) -> ElementaryWeights:
-    """Weights of the tableau extended by the stage f1 = f(t0 + h, y1) (row b, node 1)."""
-    tab = TABLEAUS[name]
-    a = tuple(row + (Fraction(0),) for row in tab.a) + (tab.b + (Fraction(0),),)
-    return ElementaryWeights(a)
+    """Weights of the tableau extended by f1 and the extra dense-output stages."""
+    return ElementaryWeights(extended_a(TABLEAUS[name]))
 
 
 def residual(weights, ew: ElementaryWeights, t: tuple, theta: Fraction = Fraction(1)):
@@ -196,7 +205,16 @@ def test_known_values_and_sign_conventions():
         assert tab.stages == len(tab.c)
         assert tab.adaptive == (name in {"bosh3", "dopri5", "tsit5", "dopri8"})
         assert tab.fsal == (name in {"bosh3", "dopri5", "tsit5"})
-    assert TABLEAUS["dopri8"].stages == 12
+        assert tab.extra_stages == (3 if name == "dopri8" else 0)
+        assert (tab.dense is None) == (name in {"euler", "midpoint", "heun", "rk4", "bosh3"})
+    d8 = TABLEAUS["dopri8"]
+    assert d8.stages == 12 and d8.dense_order == 7
+    assert d8.extra_c == (
+        Fraction(1, 10),
+        Fraction(1, 5),
+        Fraction("0.777777777777777777777777777778"),
+    )
+    assert abs(d8.extra_c[2] - Fraction(7, 9)) < d8.tol
 
 
 def test_against_scipy_coefficients():
@@ -209,6 +227,10 @@ def test_against_scipy_coefficients():
     np.testing.assert_allclose(c, dop853.C, rtol=1e-15, atol=1e-16)
     np.testing.assert_allclose(e, dop853.E5[:12], rtol=1e-15, atol=1e-16)
     assert dop853.E5[12] == 0
+    # The extra dense-output stages 14-16 of DOP853, over [k_0 .. k_11, f1, x_0, x_1, x_2].
+    Ax, cx = TABLEAUS["dopri8"].extra_arrays()
+    np.testing.assert_allclose(Ax, dop853.A_EXTRA, rtol=1e-15, atol=1e-16)
+    np.testing.assert_allclose(cx, dop853.C_EXTRA, rtol=1e-15, atol=1e-16)
 
     rk45 = scipy_ivp.RK45
     A, b, c, e, P = TABLEAUS["dopri5"].arrays()
@@ -229,7 +251,7 @@ def test_against_scipy_coefficients():
 
 
 def dense_weights(tab: ButcherTableau, theta: Fraction) -> tuple[Fraction, ...]:
-    """b_i(theta) for the s stages and the f1 pseudo-stage, from the exact P matrix."""
+    """b_r(theta) for the s stages, f1 and the extra stages, from the exact P matrix."""
     return tuple(
         sum((p * theta ** (k + 1) for k, p in enumerate(row)), Fraction(0))
         for row in tab.dense_matrix()
@@ -238,14 +260,16 @@ def dense_weights(tab: ButcherTableau, theta: Fraction) -> tuple[Fraction, ...]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_dense_output_order_conditions(name):
-    """sum_i b_i(theta) Phi_i(t) = theta^|t| / gamma(t) for |t| <= dense_order.
+    """sum_r b_r(theta) Phi_r(t) = theta^|t| / gamma(t) for |t| <= dense_order.
 
     The f1 = f(t0 + h, y1) row of P is a genuine extra stage with a-row ``b`` and
-    node 1, so the conditions are evaluated on the tableau extended by that
-    stage. This covers both the methods' own interpolants (f1 row zero) and the
-    cubic Hermite interpolant (which needs f1; for FSAL methods it is folded into
-    the last stage, which is the same stage). The stated dense order must be
-    sharp at some theta.
+    node 1, and DOP853's extra stages x_j are stages with a-rows ``extra_a[j]``
+    and nodes ``extra_c[j]``, so the conditions are evaluated on the tableau
+    extended by those stages (:func:`extended_a`). This covers the methods' own
+    interpolants (dopri5/tsit5: f1 row zero; dopri8: order 7 through f1 and three
+    extra stages) and the cubic Hermite interpolant (which needs f1; for FSAL
+    methods it is folded into the last stage, which is the same stage). The
+    stated dense order must be sharp at some theta.
     """
     tab = TABLEAUS[name]
     ew = extended_weights_for(name)
@@ -268,16 +292,20 @@ def test_dense_output_order_conditions(name):
 def test_dense_matrix_structure(name):
     tab = TABLEAUS[name]
     P = tab.dense_matrix()
-    s = tab.stages
-    assert len(P) == s + 1
+    s, m = tab.stages, tab.extra_stages
+    assert len(P) == s + 1 + m
     assert len({len(row) for row in P}) == 1
     for i in range(s):
         assert abs(sum(P[i]) - tab.b[i]) <= tab.tol  # theta = 1 gives y1
-    assert sum(P[s]) == 0
+    for r in range(s, s + 1 + m):
+        assert sum(P[r]) == 0  # f1 and the extra stages: exactly, in every case
     # No constant term by construction; theta^1 coefficients give y'(t0) = f0 = k_0.
     assert abs(P[0][0] - 1) <= tab.tol
-    assert all(abs(P[i][0]) <= tab.tol for i in range(1, s + 1))
-    if tab.dense is not None or tab.fsal:
+    assert all(abs(P[r][0]) <= tab.tol for r in range(1, s + 1 + m))
+    if name == "dopri8":
+        assert len(P[0]) == 7  # degree 7, using f1 and all three extra stages
+        assert all(any(P[r]) for r in range(s, s + 1 + m))
+    elif tab.dense is not None or tab.fsal:
         assert not any(P[s])
     else:
         assert P[s] == (0, -1, 1)  # Hermite h11 = -theta^2 + theta^3
@@ -308,20 +336,34 @@ def test_dopri5_dense_matches_shampine_coefficients():
 # -- numerical checks with a reference stepper built only from arrays() -------------------------
 
 
-def rk_step(f, t0, y0, h, A, b, c, e, P):
+def rk_step(f, t0, y0, h, A, b, c, e, P, Ax=None, cx=None):
+    """One step; returns y1, the error estimate and the dense output theta -> y.
+
+    ``Ax, cx`` (from ``extra_arrays()``) are the extra dense-output stages, if any.
+    """
     s = len(c)
-    k = np.zeros((s, np.size(y0)), dtype=A.dtype)
+    m = 0 if cx is None else len(cx)
+    K = np.zeros((s + 1 + m, np.size(y0)), dtype=A.dtype)  # [k_0 .. k_{s-1}, f1, x_0 ..]
     for i in range(s):
-        k[i] = f(t0 + c[i] * h, y0 + h * (A[i, :i] @ k[:i]))
-    y1 = y0 + h * (b @ k)
-    f1 = f(t0 + h, y1)
-    ks = np.vstack([k, f1[None, :]])  # s + 1 rows, the last one f1
+        K[i] = f(t0 + c[i] * h, y0 + h * (A[i, :i] @ K[:i]))
+    y1 = y0 + h * (b @ K[:s])
+    K[s] = f(t0 + h, y1)
+    for j in range(m):
+        r = s + 1 + j
+        assert not Ax[j, r:].any()
+        K[r] = f(t0 + cx[j] * h, y0 + h * (Ax[j, :r] @ K[:r]))
+    assert P.shape[0] == s + 1 + m
 
     def dense(theta):
         powers = theta ** np.arange(1, P.shape[1] + 1)
-        return y0 + h * ((P @ powers) @ ks)
+        return y0 + h * ((P @ powers) @ K)
 
-    return y1, h * (e @ k), dense
+    return y1, h * (e @ K[:s]), dense
+
+
+def tableau_step(name, f, t0, y0, h):
+    tab = TABLEAUS[name]
+    return rk_step(f, t0, y0, h, *tab.arrays(), *tab.extra_arrays())
 
 
 def _rhs(t, y):
@@ -334,10 +376,9 @@ def _exact(t):
 
 
 def _observed_order(name, quantity, hs):
-    A, b, c, e, P = TABLEAUS[name].arrays()
     errs = []
     for h in hs:
-        y1, err, dense = rk_step(_rhs, 0.3, _exact(np.array([0.3])), h, A, b, c, e, P)
+        y1, err, dense = tableau_step(name, _rhs, 0.3, _exact(np.array([0.3])), h)
         y1_hat = y1 - err
         value = {
             "step": abs(y1 - _exact(0.3 + h))[0],
@@ -377,19 +418,92 @@ def test_local_error_orders_numerically(name, hs):
         assert observed > p + 1 - 0.5, (name, quantity, observed, errs)
 
 
-@pytest.mark.parametrize("name", ["rk4", "bosh3", "dopri8"])
+@pytest.mark.parametrize("name", ["rk4", "bosh3"])
 def test_hermite_reproduces_cubic(name):
     """For y' = 3 t^2 (y = t^3) an order >= 3 method is exact, and so is cubic Hermite."""
-    A, b, c, e, P = TABLEAUS[name].arrays()
 
     def f(t, y):
         return np.array([3.0 * t * t])
 
     t0, h = 0.7, 0.9
-    y1, _, dense = rk_step(f, t0, np.array([t0**3]), h, A, b, c, e, P)
+    y1, _, dense = tableau_step(name, f, t0, np.array([t0**3]), h)
     assert y1[0] == pytest.approx((t0 + h) ** 3, rel=1e-14)
     for theta in (0.1, 0.37, 0.5, 0.81):
         assert dense(theta)[0] == pytest.approx((t0 + theta * h) ** 3, rel=1e-14)
+
+
+def dense_condition(tab: ButcherTableau, theta: float) -> float:
+    """sum_r sum_q |P[r, q]| theta^(q+1): the rounding amplification of the monomial form.
+
+    The interpolant y0 + h sum_r b_r(theta) K_r, evaluated in floating point from
+    P, has an error of about this times eps * h * max|K| (dopri8's P has entries
+    up to ~545 of alternating sign: ~60 at theta = 0.3, ~2000 at 0.7, ~11400 at 1).
+    """
+    P = np.abs(tab.arrays()[4])
+    return float(P.sum(axis=0) @ theta ** np.arange(1, P.shape[1] + 1))
+
+
+def test_dopri8_dense_reproduces_degree_7():
+    """y' = 7 (t - 1)^6 (y = (t - 1)^7): the 7th-order interpolant is exact, up to rounding."""
+
+    def f(t, y):
+        return np.array([7.0 * (t - 1.0) ** 6])
+
+    t0, h = 0.7, 0.9
+    tab = TABLEAUS["dopri8"]
+    y1, _, dense = tableau_step("dopri8", f, t0, np.array([(t0 - 1) ** 7]), h)
+    assert y1[0] == pytest.approx((t0 + h - 1) ** 7, rel=1e-14)
+    fmax = 7.0 * max(abs(t0 - 1), abs(t0 + h - 1)) ** 6
+    for theta in (0.1, 0.25, 0.37, 0.5, 0.81, 1.0):
+        bound = dense_condition(tab, theta) * np.finfo(float).eps * h * fmax
+        assert abs(dense(theta)[0] - (t0 + theta * h - 1) ** 7) <= bound, theta
+
+
+def test_dopri8_dense_matches_scipy():
+    """Same step, same stages as SciPy's DOP853 => the same 7th-order interpolant.
+
+    SciPy evaluates Hairer's nested ``contd8`` form; here P (monomials) is used.
+    The two agree exactly in exact arithmetic: evaluating our P with Fractions on
+    SciPy's float stages reproduces SciPy's output to ~1e-16. In float64 our form
+    loses ``dense_condition`` * eps * h * max|K| (~1e-14 at theta = 0.7).
+    """
+    DOP853 = pytest.importorskip("scipy.integrate").DOP853
+    tab = TABLEAUS["dopri8"]
+    t0, h = 0.25, 0.25  # exact binary numbers, so SciPy's h_previous is exactly h
+    y0 = _exact(np.array([t0]))
+    solver = DOP853(_rhs, t0, y0, 10.0, first_step=h, rtol=1e-3, atol=1e-3)
+    solver.step()
+    assert solver.t == t0 + h and solver.status == "running"
+    scipy_dense = solver.dense_output()  # evaluates the three extra stages
+
+    y1, _, dense = tableau_step("dopri8", _rhs, t0, y0, h)
+    assert y1[0] == pytest.approx(solver.y[0], rel=2e-16)
+    A, b, c, e, P = tab.arrays()
+    Ax, cx = tab.extra_arrays()
+    K = solver.K_extended
+    assert K.shape == (16, 1)
+    # Our stages, computed from our arrays, are SciPy's (same correctly rounded floats).
+    K_ours = np.zeros_like(K)
+    for i in range(12):
+        K_ours[i] = _rhs(t0 + c[i] * h, y0 + h * (A[i, :i] @ K_ours[:i]))
+    K_ours[12] = _rhs(t0 + h, y1)
+    for j in range(3):
+        K_ours[13 + j] = _rhs(t0 + cx[j] * h, y0 + h * (Ax[j, : 13 + j] @ K_ours[: 13 + j]))
+    np.testing.assert_allclose(K_ours, K, rtol=1e-15, atol=0)
+
+    exact_P = tab.dense_matrix()
+    for theta in (0.3, 0.7):
+        ref = scipy_dense(t0 + theta * h)[0]
+        th = Fraction(theta)
+        exact = Fraction(y0[0]) + Fraction(h) * sum(
+            sum((p * th ** (q + 1) for q, p in enumerate(row)), Fraction(0)) * Fraction(K[r, 0])
+            for r, row in enumerate(exact_P)
+        )
+        assert abs(float(exact) - ref) <= 4 * np.finfo(float).eps * abs(ref), theta
+        bound = dense_condition(tab, theta) * np.finfo(float).eps * h * np.abs(K).max()
+        assert abs(dense(theta)[0] - ref) <= bound, (theta, dense(theta)[0] - ref, bound)
+        # and both are 7th-order accurate: far better than cubic Hermite on this step
+        assert abs(ref - _exact(t0 + theta * h)) < 1e-9
 
 
 # -- arrays() ----------------------------------------------------------------------------------
@@ -399,22 +513,30 @@ def test_hermite_reproduces_cubic(name):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_arrays_shapes_and_values(name, dtype):
     tab = TABLEAUS[name]
-    s = tab.stages
+    s, m = tab.stages, tab.extra_stages
     A, b, c, e, P = tab.arrays(dtype)
+    Ax, cx = tab.extra_arrays(dtype)
     K = len(tab.dense_matrix()[0])
     assert A.shape == (s, s) and b.shape == (s,) and c.shape == (s,) and e.shape == (s,)
-    assert P.shape == (s + 1, K)
-    for arr in (A, b, c, e, P):
+    assert P.shape == (s + 1 + m, K)
+    assert Ax.shape == (m, s + 1 + m) and cx.shape == (m,)
+    for arr in (A, b, c, e, P, Ax, cx):
         assert arr.dtype == np.dtype(dtype)
     assert not np.triu(A).any()
+    assert not np.triu(Ax, k=s + 1).any()  # extra stage j uses K_r, r < s + 1 + j, only
     if not tab.adaptive:
         assert not e.any()
     eps = np.finfo(dtype).eps
-    np.testing.assert_allclose(P[:s].sum(axis=1, dtype=np.float64), b, rtol=0, atol=200 * eps)
-    assert abs(P[s].sum(dtype=np.float64)) <= 10 * eps
-    if tab.fsal or tab.dense is not None:
+    # P's entries reach ~545 for dopri8: the row sums carry that much more rounding.
+    scale = max(1.0, float(np.abs(P).max()))
+    np.testing.assert_allclose(
+        P[:s].sum(axis=1, dtype=np.float64), b, rtol=0, atol=200 * eps * scale
+    )
+    np.testing.assert_allclose(P[s:].sum(axis=1, dtype=np.float64), 0, atol=10 * eps * scale)
+    if tab.fsal or (tab.dense is not None and m == 0):
         assert not P[s].any()
     np.testing.assert_allclose(A.sum(axis=1, dtype=np.float64), c, rtol=0, atol=200 * eps)
+    np.testing.assert_allclose(Ax.sum(axis=1, dtype=np.float64), cx, rtol=0, atol=200 * eps)
 
 
 @pytest.mark.parametrize("name", ["dopri5", "tsit5", "dopri8"])
@@ -427,9 +549,12 @@ def test_arrays_correctly_rounded(name):
         list(tab.c),
         list(tab.b_err),
         [x for row in tab.dense_matrix() for x in row],
+        [x for row in tab.extra_a for x in row],
+        list(tab.extra_c),
     ]
     for dtype in (np.float64, np.float32):
-        for arr, values in zip(tab.arrays(dtype), exact, strict=True):
+        arrays = (*tab.arrays(dtype), *tab.extra_arrays(dtype))
+        for arr, values in zip(arrays, exact, strict=True):
             for v, x in zip(arr.ravel(), values, strict=True):
                 err = abs(Fraction(float(v)) - x)
                 for nb in (np.nextafter(v, dtype(np.inf)), np.nextafter(v, dtype(-np.inf))):
@@ -452,6 +577,71 @@ def test_float32_avoids_double_rounding():
 def test_arrays_rejects_non_float_dtype():
     with pytest.raises(ValueError, match="dtype"):
         TABLEAUS["rk4"].arrays(np.int64)
+    with pytest.raises(ValueError, match="dtype"):
+        TABLEAUS["dopri8"].extra_arrays(np.int64)
+
+
+def test_extra_arrays_without_extra_stages():
+    for name in NAMES[:-1]:
+        tab = TABLEAUS[name]
+        assert tab.extra_c == () and tab.extra_a == ()
+        Ax, cx = tab.extra_arrays(np.float32)
+        assert Ax.shape == (0, tab.stages + 1) and cx.shape == (0,)
+        assert Ax.dtype == cx.dtype == np.float32
+
+
+def _toy_with_extra_stage(**changes):
+    """Euler plus one extra stage x_0 = f(t0 + h/2, y0 + h (k_0 + f1) / 4), with the
+    linear dense output y0 + h theta k_0 (zero rows for f1 and x_0): only the data
+    layout matters here."""
+    half = Fraction(1, 2)
+    fields = dict(
+        name="toy",
+        c=(0,),
+        a=((0,),),
+        b=(1,),
+        b_err=None,
+        order=1,
+        error_order=None,
+        fsal=False,
+        dense=((1, 0), (0, 0), (0, 0)),
+        dense_order=1,
+        extra_c=(half,),
+        extra_a=((Fraction(1, 4), Fraction(1, 4)),),  # ragged: length s + 1 + j = 2
+    )
+    fields.update(changes)
+    return ButcherTableau(**fields)
+
+
+def test_hermite_with_extra_stages_ignores_them():
+    """dense=None on a tableau with extra stages: cubic Hermite, zero weight for x_j."""
+    d8 = TABLEAUS["dopri8"]
+    herm = dataclasses.replace(d8, name="d8-hermite", dense=None, dense_order=3)
+    P = herm.dense_matrix()
+    assert len(P) == 16 and len(P[0]) == 3
+    assert P[12] == (0, -1, 1)  # h11 on f1 (not FSAL)
+    assert all(not any(row) for row in P[13:])
+    assert herm.extra_arrays()[0].shape == (3, 16)
+
+
+def test_extra_stage_rows_are_padded():
+    toy = _toy_with_extra_stage()
+    quarter = Fraction(1, 4)
+    assert toy.extra_a == ((quarter, quarter, 0),)  # padded to s + 1 + m = 3
+    assert toy.extra_stages == 1
+    assert toy == _toy_with_extra_stage(extra_a=((quarter, quarter, 0),))
+    Ax, cx = toy.extra_arrays()
+    np.testing.assert_array_equal(Ax, [[0.25, 0.25, 0.0]])
+    np.testing.assert_array_equal(cx, [0.5])
+    assert toy.dense_matrix() == toy.dense
+    assert toy.arrays()[4].shape == (3, 2)
+    # The s-row dense form (f1 weight zero) is only accepted without extra stages.
+    with pytest.raises(ValueError, match="shape check failed"):
+        _toy_with_extra_stage(dense=((1,),))
+    assert _toy_with_extra_stage(dense=((1,),), extra_c=(), extra_a=()).dense_matrix() == (
+        (1,),
+        (0,),
+    )
 
 
 # -- construction self-checks ------------------------------------------------------------------
@@ -468,6 +658,7 @@ def _corruptions():
     rk4 = TABLEAUS["rk4"]
     bs = TABLEAUS["bosh3"]
     ts = TABLEAUS["tsit5"]
+    d8 = TABLEAUS["dopri8"]
     F = Fraction
     return [
         ("row sum", dp, {"a": _with_row(dp.a, 3, 1, dp.a[3][1] + F(1, 10**9))}),
@@ -486,6 +677,18 @@ def _corruptions():
         ("order", dp, {"error_order": 5}),
         ("dense order", rk4, {"dense_order": 4}),
         ("dense order", dp, {"dense_order": 6}),
+        ("dense order", d8, {"dense_order": 9}),
+        # the extra dense-output stages of DOP853
+        ("extra stages", d8, {"extra_a": _with_row(d8.extra_a, 0, 13, F(1, 10))}),
+        ("extra stages", d8, {"extra_a": _with_row(d8.extra_a, 1, 14, F(1, 10))}),
+        ("extra stages", d8, {"extra_a": _with_row(d8.extra_a, 2, 14, d8.extra_a[2][14] + 1)}),
+        ("extra stages", d8, {"extra_c": (F(1, 10), F(1, 5), F(7, 10))}),
+        ("shape", d8, {"extra_a": d8.extra_a[:2]}),
+        ("shape", d8, {"extra_a": (d8.extra_a[0] + (0,),) + d8.extra_a[1:]}),
+        ("shape", d8, {"dense": d8.dense[:12]}),
+        ("shape", d8, {"dense": d8.dense[:13]}),
+        ("dense output", d8, {"dense": _with_row(d8.dense, 12, 6, d8.dense[12][6] + F(1, 10**9))}),
+        ("dense output", d8, {"dense": _with_row(d8.dense, 15, 0, F(1, 10**9))}),
     ]
 
 
