@@ -75,27 +75,27 @@ def observation_cotangent(use_loss, y, cot_i, data_i, p, out_y, gp):
 
 @njit(cache=True)
 def subgrid(grid, ta, tb):
-    """Points of ``grid`` strictly between ta and tb, with ta and tb, ordered ta → tb."""
-    direction = 1.0 if tb >= ta else -1.0
-    count = 0
-    for g in grid:
-        if direction * (g - ta) > 0 and direction * (tb - g) > 0:
-            count += 1
+    """Points of the monotone ``grid`` strictly between ta and tb, with ta and tb,
+    ordered ta → tb; binary search (O(log steps) per piece), and points within 1e-9 of
+    a step of either end are dropped (no sliver steps at observation times)."""
+    lo_t = min(ta, tb)
+    hi_t = max(ta, tb)
+    m = grid.size
+    ascending = grid[m - 1] >= grid[0]
+    g = grid if ascending else grid[::-1]
+    i0 = np.searchsorted(g, lo_t, side="right")
+    i1 = np.searchsorted(g, hi_t, side="left")
+    tol = 1e-9 * (abs(g[min(i0, m - 1)] - g[max(i0 - 1, 0)]) + abs(hi_t - lo_t) * 1e-3)
+    while i0 < i1 and g[i0] - lo_t <= tol:
+        i0 += 1
+    while i1 > i0 and hi_t - g[i1 - 1] <= tol:
+        i1 -= 1
+    count = i1 - i0
     out = np.empty(count + 2)
     out[0] = ta
     out[count + 1] = tb
-    q = 1
-    if direction > 0:
-        for g in grid:
-            if g > ta and g < tb:
-                out[q] = g
-                q += 1
-    else:
-        for i in range(grid.size - 1, -1, -1):
-            g = grid[i]
-            if g < ta and g > tb:
-                out[q] = g
-                q += 1
+    for q in range(count):
+        out[q + 1] = g[i0 + q] if tb >= ta else g[i1 - 1 - q]
     return out
 
 
