@@ -383,8 +383,10 @@ def test_seminorm_gives_the_same_gradient(lv_model, mode):
 @pytest.mark.parametrize("mode", ["checkpoint", "backsolve"])
 def test_seminorm_takes_fewer_backward_steps(lv_model, mode):
     """The point of the seminorm (Kidger, Chen & Lyons 2021): the μ channels are pure
-    quadratures, so leaving them out of step control should save backward steps. Totals
-    over six cotangents, so that one lucky step sequence does not decide."""
+    quadratures, so leaving them out of step control saves backward steps. Totals over six
+    cotangents, so that one lucky step sequence does not decide. Measured: checkpoint
+    2544 / 2586, backsolve 1704 / 1770. (Before b7781b8 the seminorm was the RMS over the
+    λ channels alone, which can exceed the full RMS: 3156 vs 3120 and 1812 vs 1770.)"""
     ns = sum(g.stats["backward"]["nfev"] for g in _seminorm_runs(lv_model, mode, True))
     nf = sum(g.stats["backward"]["nfev"] for g in _seminorm_runs(lv_model, mode, False))
     msg = f"{mode}: backward nfev seminorm {ns} / full norm {nf} = {ns / nf:.3f}"
@@ -393,15 +395,19 @@ def test_seminorm_takes_fewer_backward_steps(lv_model, mode):
 
 
 @pytest.mark.parametrize("K", [4, 16])
-@pytest.mark.parametrize("mode", ["checkpoint", "discrete"])
-def test_limited_checkpoints_give_the_same_gradient(lv_model, mode, K):
-    """Recomputing segments from K stored states repeats the same arithmetic: the gradient
-    is unchanged to rounding (measured: bitwise equal)."""
+@pytest.mark.parametrize("mode, bound", [("checkpoint", 1e-6), ("discrete", 1e-12)])
+def test_limited_checkpoints_give_the_same_gradient(lv_model, mode, bound, K):
+    """Discrete: recomputing segments from K stored states repeats the same arithmetic, so
+    the gradient is unchanged to rounding (measured: bitwise). Checkpoint: the backward
+    pass integrates adaptively across whole segments, so K changes its step sequence and
+    the gradient moves within the adjoint tolerance (rtol 1e-8; measured ≤ 3e-8)."""
     y0, th, ts = [1.0, 1.0], [1.5, 1.0, 3.0, 1.0], np.linspace(0, 5, 11)
     cot = np.ones((11, 2))
     a = lv_model.vjp(y0, ts, th, cot, adjoint=mode, rtol=1e-8, atol=1e-8)
     b = lv_model.vjp(y0, ts, th, cot, adjoint=mode, rtol=1e-8, atol=1e-8, checkpoints=K)
-    np.testing.assert_allclose(flat(b), flat(a), rtol=1e-12, atol=1e-15)
+    err = rel(flat(b), flat(a))
+    print(f"checkpoints={K} {mode}: rel diff {err:.1e}")
+    assert err <= bound, f"{mode}, checkpoints={K}: rel diff {err:.1e} vs checkpoints=None"
 
 
 # -- errors ----------------------------------------------------------------------------------------
