@@ -36,6 +36,7 @@ from .integrate import (
     FORWARD_COST,
     FS_HNEXT,
     I_ADAPTIVE,
+    I_NERR,
     S_NACCEPT,
     S_NFEV,
     S_NREJECT,
@@ -566,6 +567,9 @@ def running_integral(t0, t1, y0, p, A, b, c, e, P, Ax, cx, iopt, fopt, atol, gri
     Z = np.empty((1, n + 1), y0.dtype)
     aux0 = empty_aux(n)
     fst = np.zeros(3)
+    # the options were sized for the sensitivity system: error-control [y, q] only
+    io = iopt.copy()
+    io[I_NERR] = n + 1
     integrate(
         FORWARD_COST,
         t0,
@@ -581,7 +585,7 @@ def running_integral(t0, t1, y0, p, A, b, c, e, P, Ax, cx, iopt, fopt, atol, gri
         P,
         Ax,
         cx,
-        iopt,
+        io,
         fopt,
         atol,
         grid,

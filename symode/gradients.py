@@ -67,6 +67,14 @@ class Gradient:
         return not self.failed
 
 
+_SHORT = {
+    0: "success",
+    1: "max_steps reached (increase max_steps or loosen the tolerances)",
+    2: "step size underflow (a singularity, or a stiff problem)",
+    3: "non-finite state (NaN or inf) in the dynamics",
+}
+
+
 def _time_gradients(model, t_eval, t0, y0, params, cot, GY0, Y_OUT, batched):
     """∂L/∂t_eval for raw cotangents (see Gradient.t), from the forward outputs."""
     rhs = model.kernels.rhs
@@ -203,8 +211,7 @@ def compute_gradient(
         )  # fmt: skip
     codes = np.where(ST_F[:, 0] != 0, ST_F[:, 0], ST_B[:, 0])
     msgs = [
-        ("forward pass: " if sf[0] else "backward pass: " if sb[0] else "")
-        + Status(int(code)).describe(np.nan, np.nan).split(" at t=")[0]
+        ("forward pass: " if sf[0] else "backward pass: " if sb[0] else "") + _SHORT[int(code)]
         for code, sf, sb in zip(codes, ST_F, ST_B)
     ]
     failed = tuple(int(i) for i in np.flatnonzero(codes))

@@ -398,7 +398,7 @@ class Model:
                 raise ValueError(f"wrt entries must be 'params' or 'y0', got {w!r}")
         g = compute_gradient(self, y0, t_eval, params, None, data, adjoint=adjoint, **options)
         parts = {"params": g.params, "y0": g.y0}
-        return g.value, np.concatenate([np.atleast_1d(parts[w]) for w in wrt])
+        return g.value, np.concatenate([np.atleast_1d(parts[w]) for w in wrt], axis=-1)
 
 
 def _empty_aux(n: int, s: int):

@@ -425,6 +425,19 @@ def test_wrong_cotangent_shape_is_a_shape_error(lv_model):
         lv_model.vjp([1.0, 1.0], ts, [1.5, 1, 3, 1], np.full((5, 2), np.nan))
 
 
+def test_failed_gradient_raises_or_reports(lv_model):
+    """A forward pass that fails (here: max_steps) raises IntegrationError naming the pass,
+    with the partial Gradient attached; throw=False reports it in status/message instead."""
+    ts = np.linspace(0, 5, 11)
+    args = ([1.0, 1.0], ts, [1.5, 1, 3, 1], np.ones((11, 2)))
+    with pytest.raises(symode.IntegrationError, match="forward pass: max_steps") as exc:
+        lv_model.vjp(*args, max_steps=3)
+    assert exc.value.failed == (0,) and not exc.value.gradient.success
+    g = lv_model.vjp(*args, max_steps=3, throw=False)
+    assert g.failed == (0,) and g.status == symode.Status.MAX_STEPS
+    assert g.message.startswith("forward pass: max_steps reached")
+
+
 def test_unknown_adjoint_mode_lists_the_modes(lv_model):
     ts = np.linspace(0, 1, 5)
     with pytest.raises(ValueError, match="nope") as exc:
@@ -623,3 +636,7 @@ def test_check_adjoint_equations_malformed_expectation(lv_model):
         check_adjoint_equations(system, {"lam": lam})
     with pytest.raises(ValueError, match="2 states"):
         check_adjoint_equations(system, {"lam": lam[:1], "mu": mu})
+    with pytest.raises(ValueError, match="must be a sequence"):
+        check_adjoint_equations(system, "lambda_x")
+    with pytest.raises(ValueError, match="not an expression"):
+        check_adjoint_equations(system, {"lam": [object(), lam[1]], "mu": mu})

@@ -30,20 +30,9 @@ from symode import ShapeError
 from symode.testing import check_gradient
 
 MODES = ("checkpoint", "backsolve", "discrete", "forward")
-FORWARD_RUNNING_COST_BUG = pytest.mark.skip(
-    # a skip, not an xfail: the out-of-bounds reads are undefined behaviour and have been
-    # seen to raise IntegrationError, to pass by chance, and to hang inside numba (no
-    # timeout can interrupt it), so the case cannot run in the suite until it is fixed
-    reason="bug: adjoint='forward' with a running cost and an adaptive method: "
-    "symode/gradients.py sets I_NERR = nz_f = n + (p+n)n + (p+n) (the sensitivity system) "
-    "in iopt, and kernels/adjoint.py running_integral() reuses that iopt for the (n+1)-sized "
-    "[y, q] state, so integrate.py's initial_step/error_norm read z[m] past the array: "
-    "IntegrationError ('Non-finite state ... t=nan', 'Step size underflow') or a hang "
-    "(fixed-step methods, which skip the error norm, are fine)",
-)
 ADAPTIVE_MODES = [
     *MODES[:3],
-    pytest.param("forward", marks=FORWARD_RUNNING_COST_BUG),
+    "forward",
 ]
 TIGHT = {"method": "dopri5", "rtol": 1e-10, "atol": 1e-10}
 
@@ -204,7 +193,7 @@ def test_gradient_matches_finite_differences_of_the_value(loss_model, fd_referen
     "modes, solver",
     [
         (MODES[:3], TIGHT),
-        pytest.param(MODES, TIGHT, marks=FORWARD_RUNNING_COST_BUG),
+        pytest.param(MODES, TIGHT),
         (MODES, {"method": "rk4", "dt": 0.005}),
     ],
     ids=["dopri5-adjoints", "dopri5-all", "rk4-all"],
@@ -292,13 +281,6 @@ def test_loss_input_errors(loss_model):
         loss_model.value_and_grad(Y0, TS, TH, DATA, t_span=(0.0, 4.0))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Model.value_and_grad (symode/model.py, last line) concatenates the wrt "
-    "parts with np.concatenate(...) along axis 0; for a batch the parts are (B, p) and "
-    "(B, n), so wrt=('params', 'y0') raises (p != n) or stacks rows (p == n) instead of "
-    "returning (B, p + n)",
-)
 def test_value_and_grad_batched_concatenates_per_trajectory(loss_model, monkeypatch):
     """No ensemble compile needed: the batched Gradient is faked, the wrapper is tested."""
     import symode.gradients as gradients
@@ -316,9 +298,8 @@ def test_value_and_grad_batched_concatenates_per_trajectory(loss_model, monkeypa
 # -- symode.testing with a symbolic loss -----------------------------------------------------------
 @pytest.mark.parametrize("mode", MODES)
 def test_check_gradient_with_the_symbolic_loss(loss_model, mode):
-    """On an rk4 grid (dt = 0.005): its reference, forward sensitivities, is broken with a
-    running cost on adaptive methods (see FORWARD_RUNNING_COST_BUG). The finite differences
-    are then of a smooth map; the continuous adjoints carry the O(dt⁴) rk4 error."""
+    """On an rk4 grid (dt = 0.005): the finite differences are then of a smooth map; the
+    continuous adjoints carry the O(dt⁴) rk4 error."""
     report = check_gradient(loss_model, Y0, TS, TH, data=DATA, adjoint=mode, method="rk4", dt=0.005)
     assert report.passed and report.max_rel_err_fd <= 1e-6
     assert report.value == pytest.approx(independent_value(Y0, TH, TS, DATA), rel=1e-7)
