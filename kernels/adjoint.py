@@ -23,6 +23,8 @@ from numba import njit, prange
 
 from ._dynamics import (
     HAS_RUNNING_COST,
+    N_PARAMS,
+    N_STATES,
     observation,
     observation_grad,
     running_grad,
@@ -32,24 +34,29 @@ from .integrate import (
     ADJOINT,
     BACKSOLVE,
     F_H0,
+    FMA,
     FORWARD,
     FORWARD_COST,
     FS_HNEXT,
-    I_ADAPTIVE,
+    FSAL,
     I_NERR,
+    RECORD_CHECKPOINTS,
+    RECORD_NONE,
+    RECORD_STAGES,
     S_NACCEPT,
     S_NFEV,
     S_NREJECT,
     S_STATUS,
     SENSITIVITY,
     SUCCESS,
-    copy,
+    adaptive_steps,
     dense_weights,
     dyn,
     empty_aux,
-    evaluate,
     integrate,
-    rk_combine,
+    stage_input,
+    step_data,
+    tableau,
     work_size,
 )  # fmt: skip
 
@@ -59,22 +66,22 @@ MODE_DISCRETE = 2
 MODE_FORWARD = 3
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FMA)
 def observation_cotangent(use_loss, y, cot_i, data_i, p, out_y, gp):
     """out_y = ∂L/∂y(tᵢ); with a symbolic loss also gp += ∂φ/∂p. Returns φ."""
-    n = out_y.size
+    n = N_STATES
     if not use_loss:
         for j in range(n):
             out_y[j] = cot_i[j]
         return 0.0
-    wp = np.empty(p.size)
-    observation_grad(y[:n], data_i, p, out_y, wp)
-    for q in range(p.size):
+    wp = np.empty(N_PARAMS)
+    observation_grad(y, data_i, p, out_y, wp)
+    for q in range(N_PARAMS):
         gp[q] += wp[q]
-    return observation(y[:n], data_i, p)
+    return observation(y, data_i, p)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FMA)
 def subgrid(grid, ta, tb):
     """Points of the monotone ``grid`` strictly between ta and tb, with ta and tb,
     ordered ta → tb; binary search (O(log steps) per piece), and points within 1e-9 of
@@ -100,7 +107,7 @@ def subgrid(grid, ta, tb):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FMA)
 def add_stats(dst, src):
     dst[S_NFEV] += src[S_NFEV]
     dst[S_NACCEPT] += src[S_NACCEPT]
@@ -109,29 +116,9 @@ def add_stats(dst, src):
         dst[S_STATUS] = src[S_STATUS]
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FMA)
 def backward_piece(
-    kind,
-    ta,
-    tb,
-    z,
-    p,
-    n,
-    aux,
-    A,
-    b,
-    c,
-    e,
-    P,
-    Ax,
-    cx,
-    biopt,
-    bfopt,
-    batol,
-    grid,
-    fixed_one_step,
-    st_b,
-    fst,
+    kind, method, ta, tb, z, p, aux, biopt, bfopt, batol, grid, fixed_one_step, st_b, fst
 ):
     """Integrate the adjoint state z from ta back to tb in place; keeps the step size."""
     if ta == tb:
@@ -139,124 +126,82 @@ def backward_piece(
     t_out = np.array([tb])
     z_out = np.empty((1, z.size), z.dtype)
     st = np.zeros(5, np.int64)
-    if biopt[I_ADAPTIVE] == 1:
+    if adaptive_steps(method, grid):
         g = grid
     elif fixed_one_step:
         g = np.array([ta, tb])
     else:
         g = subgrid(grid, ta, tb)
     integrate(
-        kind,
-        ta,
-        tb,
-        z,
-        p,
-        n,
-        aux,
-        A,
-        b,
-        c,
-        e,
-        P,
-        Ax,
-        cx,
-        biopt,
-        bfopt,
-        batol,
-        g,
-        t_out,
-        z_out,
-        st,
-        fst,
-        dyn(0),
-        dyn(2),
-    )
+        kind, method, ta, tb, z, p, aux, biopt, bfopt, batol, g, t_out, z_out, st, fst,
+        dyn(RECORD_NONE), dyn(2),
+    )  # fmt: skip
     if st[S_STATUS] == SUCCESS:
-        copy(z, z_out[0])
+        for m in range(z.size):
+            z[m] = z_out[0, m]
         bfopt[F_H0] = fst[FS_HNEXT]
     add_stats(st_b, st)
 
 
-@njit(cache=True)
-def vjp_kind(kind, t, z, p, n, zbar, out_z, out_p, wy, wp):
+@njit(cache=True, fastmath=FMA)
+def vjp_kind(kind, t, z, p, zbar, out_z, out_p, wy, wp):
     """(out_z, out_p) = zbarᵀ ∂F/∂(z, p) for the forward kinds (with the cost channel)."""
-    vjp(t, z[:n], p, zbar[:n], out_z[:n], out_p)
+    n = N_STATES
+    vjp(t, z, p, zbar, out_z, out_p)
     if kind == FORWARD_COST:
         out_z[n] = 0.0
-        running_grad(t, z[:n], p, wy, wp)
+        running_grad(t, z, p, wy, wp)
         for j in range(n):
             out_z[j] += zbar[n] * wy[j]
-        for q in range(p.size):
+        for q in range(N_PARAMS):
             out_p[q] += zbar[n] * wp[q]
 
 
-@njit(cache=True)
-def recompute_segment(
-    kind, i0, i1, z0, rec_t, rec_h, p, n, aux, A, b, c, Ax, cx, fsal, seg_z, seg_k, seg_Y, work
-):
-    """Re-run accepted steps i0..i1-1 from z0: states, stages and stage inputs per step,
-    including the extra dense-output stages (inputs in seg_Y[r, s:])."""
-    s = A.shape[0]
+@njit(cache=True, fastmath=FMA)
+def recompute_segment(kind, method, i0, i1, z0, rec_t, rec_h, p, aux, seg_z, seg_k, work):
+    """Re-run accepted steps i0..i1-1 from z0: each step's start state and stages,
+    including the extra dense-output stages."""
     nz = z0.size
-    copy(seg_z[0], z0)
-    zerr = np.empty(nz, z0.dtype)
+    for m in range(nz):
+        seg_z[0, m] = z0[m]
+    ztmp = np.empty(nz, z0.dtype)
+    nfev = 0
     for i in range(i0, i1):
         r = i - i0
-        t = rec_t[i]
-        h = rec_h[i]
-        k = seg_k[r]
-        evaluate(kind, t, seg_z[r], p, n, aux, work, k[0])
-        copy(seg_Y[r, 0], seg_z[r])
-        for st in range(1, s):
-            Y = seg_Y[r, st]
-            for m in range(nz):
-                acc = 0.0
-                for j in range(st):
-                    acc += A[st, j] * k[j, m]
-                Y[m] = seg_z[r, m] + h * acc
-            evaluate(kind, t + c[st] * h, Y, p, n, aux, work, k[st])
-        rk_combine(seg_z[r], h, b, b, k, seg_z[r + 1], zerr)
-        if fsal:
-            copy(k[s], k[s - 1])
-        else:
-            evaluate(kind, t + h, seg_z[r + 1], p, n, aux, work, k[s])
-        for j in range(Ax.shape[0]):
-            X = seg_Y[r, s + j]
-            for m in range(nz):
-                acc = 0.0
-                for q in range(s + 1 + j):
-                    acc += Ax[j, q] * k[q, m]
-                X[m] = seg_z[r, m] + h * acc
-            evaluate(kind, t + cx[j] * h, X, p, n, aux, work, k[s + 1 + j])
-    return (i1 - i0) * (s + Ax.shape[0] + (0 if fsal else 1))
+        nfev += step_data(
+            kind, method, rec_t[i], seg_z[r], rec_h[i], p, aux, work, seg_k[r], ztmp, seg_z[r + 1]
+        )
+    return nfev
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FMA)
 def gradient(
-    mode, t0, t1, y0, p, t_obs, cot, data, use_loss, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid,
-    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    method, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
+    bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
     """Gradient of L w.r.t. y0 (gy0) and p (gp) for one trajectory; see module docstring.
 
     Also writes the forward solution at t_obs into y_out (T, n) and L into value[0].
+    ``max_ck`` = 1 records every step's stages on the forward pass (one segment, no
+    recomputation); K > 1 keeps at most K checkpoints and recomputes segment by segment.
     """
-    n = y0.size
-    n_p = p.size
+    n = N_STATES
+    n_p = N_PARAMS
     T = t_obs.size
+    A, b, c, e, P, Ax, cx = tableau(method)
     s = A.shape[0]
-    fsal = iopt[0] == 1
     direction = 1.0 if t1 >= t0 else -1.0
     kind_f = FORWARD_COST if HAS_RUNNING_COST else FORWARD  # a compile-time literal
     nz = n + 1 if HAS_RUNNING_COST else n
-    aux0 = empty_aux(n)
+    aux0 = empty_aux(y0)
     fst = np.zeros(3)
     lam_y = np.zeros(n)
     for j in range(n):
         gy0[j] = 0.0
     for q in range(n_p):
         gp[q] = 0.0
-    work = np.zeros(work_size(n, n_p, s))
-    wy = work[n : 2 * n]
+    work = np.zeros(work_size())
+    wy = np.zeros(n)
     wp = np.zeros(n_p)
     total = 0.0
 
@@ -269,31 +214,9 @@ def gradient(
             z0[n + (n_p + j) * n + j] = 1.0
         Z = np.empty((T, zsz), y0.dtype)
         integrate(
-            SENSITIVITY,
-            t0,
-            t1,
-            z0,
-            p,
-            n,
-            aux0,
-            A,
-            b,
-            c,
-            e,
-            P,
-            Ax,
-            cx,
-            iopt,
-            fopt,
-            atol,
-            grid,
-            t_obs,
-            Z,
-            st_f,
-            fst,
-            dyn(0),
-            dyn(2),
-        )
+            SENSITIVITY, method, t0, t1, z0, p, aux0, iopt, fopt, atol, grid, t_obs, Z, st_f,
+            fst, dyn(RECORD_NONE), dyn(2),
+        )  # fmt: skip
         for i in range(T):
             for j in range(n):
                 y_out[i, j] = Z[i, j]
@@ -316,9 +239,7 @@ def gradient(
                     gp[col] += r
                 else:
                     gy0[col - n_p] += r
-            total += running_integral(
-                t0, t1, y0, p, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid, t_obs, st_f
-            )
+            total += running_integral(method, t0, t1, y0, p, iopt, fopt, atol, grid, st_f)
         value[0] = total
         return
 
@@ -327,10 +248,15 @@ def gradient(
     for j in range(n):
         z0[j] = y0[j]
     Zf = np.empty((T, nz), y0.dtype)
-    record = 0 if mode == MODE_BACKSOLVE else 1
-    rec_t, rec_h, nsteps, ck_i, ck_z, n_ck = integrate(
-        kind_f, t0, t1, z0, p, n, aux0, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid, t_obs, Zf,
-        st_f, fst, record, max_ck,
+    if mode == MODE_BACKSOLVE:
+        record = RECORD_NONE
+    elif max_ck == 1:
+        record = RECORD_STAGES
+    else:
+        record = RECORD_CHECKPOINTS
+    rec_t, rec_h, nsteps, ck_i, ck_z, n_ck, ck_k = integrate(
+        kind_f, method, t0, t1, z0, p, aux0, iopt, fopt, atol, grid, t_obs, Zf, st_f, fst,
+        record, max_ck,
     )  # fmt: skip
     for i in range(T):
         for j in range(n):
@@ -342,62 +268,23 @@ def gradient(
 
     if mode == MODE_BACKSOLVE:
         za = np.zeros(2 * n + n_p, y0.dtype)
-        zb = za[:n]
         tcur = t_obs[T - 1]  # λ = 0 after the last observation (no running cost there)
         for i in range(T - 1, -1, -1):
             backward_piece(
-                BACKSOLVE,
-                tcur,
-                t_obs[i],
-                za,
-                p,
-                n,
-                aux0,
-                A,
-                b,
-                c,
-                e,
-                P,
-                Ax,
-                cx,
-                biopt,
-                bfopt,
-                batol,
-                grid,
-                dyn(0),
-                st_b,
-                fst,
-            )
+                BACKSOLVE, method, tcur, t_obs[i], za, p, aux0, biopt, bfopt, batol, grid,
+                dyn(0), st_b, fst,
+            )  # fmt: skip
             tcur = t_obs[i]
             for j in range(n):
-                zb[j] = Zf[i, j]
+                za[j] = Zf[i, j]
             total += observation_cotangent(use_loss, Zf[i], cot[i], data[i], p, lam_y, gp)
             for j in range(n):
                 za[n + j] += lam_y[j]
         if tcur != t0:
             backward_piece(
-                BACKSOLVE,
-                tcur,
-                t0,
-                za,
-                p,
-                n,
-                aux0,
-                A,
-                b,
-                c,
-                e,
-                P,
-                Ax,
-                cx,
-                biopt,
-                bfopt,
-                batol,
-                grid,
-                dyn(0),
-                st_b,
-                fst,
-            )
+                BACKSOLVE, method, tcur, t0, za, p, aux0, biopt, bfopt, batol, grid, dyn(0),
+                st_b, fst,
+            )  # fmt: skip
         for j in range(n):
             gy0[j] = za[n + j]
         for q in range(n_p):
@@ -405,73 +292,62 @@ def gradient(
         value[0] = total
         return
 
-    # ---- checkpointed modes: recompute one segment at a time, sweep it backwards ----
-    max_seg = 1
-    for q in range(n_ck):
-        end = ck_i[q + 1] if q + 1 < n_ck else nsteps
-        max_seg = max(max_seg, end - ck_i[q])
-    seg_z = np.empty((max_seg + 1, nz), y0.dtype)
+    # ---- checkpointed modes: one segment at a time, swept backwards ----
     n_extra = Ax.shape[0]
-    s1x = s + 1 + n_extra  # stages, f1, extra dense-output stages
-    seg_k = np.empty((max_seg, s1x, nz), y0.dtype)
-    seg_Y = np.empty((max_seg, s + n_extra, nz), y0.dtype)
-    bth = np.empty(s1x)
+    S = s + 1 + n_extra  # stages, f1, extra dense-output stages
+    if record == RECORD_STAGES:
+        n_seg = 1
+        seg_z = ck_z
+        seg_k = ck_k
+    else:
+        n_seg = n_ck
+        max_seg = 1
+        for q in range(n_ck):
+            end = ck_i[q + 1] if q + 1 < n_ck else nsteps
+            max_seg = max(max_seg, end - ck_i[q])
+        seg_z = np.empty((max_seg + 1, nz), y0.dtype)
+        seg_k = np.empty((max_seg, S, nz), y0.dtype)
+    bth = np.empty(S)
     io = T - 1
     if mode == MODE_CHECKPOINT:
         za = np.zeros(n + n_p, y0.dtype)
-        lam = za[:n]
     else:
         zbar = np.zeros(nz)
         if HAS_RUNNING_COST:
             zbar[n] = 1.0
         zbar_new = np.zeros(nz)
-        kbar = np.zeros((s1x, nz))
+        kbar = np.zeros((S, nz))
         oz = np.zeros(nz)
         op = np.zeros(n_p)
-    for q in range(n_ck - 1, -1, -1):
-        i0 = ck_i[q]
-        i1 = ck_i[q + 1] if q + 1 < n_ck else nsteps
-        st_b[S_NFEV] += recompute_segment(
-            kind_f,
-            i0,
-            i1,
-            ck_z[q],
-            rec_t,
-            rec_h,
-            p,
-            n,
-            aux0,
-            A,
-            b,
-            c,
-            Ax,
-            cx,
-            fsal,
-            seg_z,
-            seg_k,
-            seg_Y,
-            work,
-        )
+        Y = np.empty(nz, y0.dtype)
+    for q in range(n_seg - 1, -1, -1):
+        if record == RECORD_STAGES:
+            i0 = 0
+            i1 = nsteps
+        else:
+            i0 = ck_i[q]
+            i1 = ck_i[q + 1] if q + 1 < n_ck else nsteps
+            st_b[S_NFEV] += recompute_segment(
+                kind_f, method, i0, i1, ck_z[q], rec_t, rec_h, p, aux0, seg_z, seg_k, work
+            )
         if mode == MODE_CHECKPOINT:
             # [λ, μ] backwards over the whole segment, y from its steps' dense output;
             # pieces end only at observations (jumps of λ) and at the segment's start
-            seg_t = rec_t[i0 : i1 + 1].copy()
-            seg_h = rec_h[i0:i1].copy()
-            aux = (seg_z, seg_k, seg_t, seg_h, P)
+            aux = (seg_z, seg_k, rec_t[i0 : i1 + 1].copy(), rec_h[i0:i1].copy())
             tcur = rec_t[i1]
             while io >= 0 and direction * (t_obs[io] - rec_t[i0]) > 0:
                 backward_piece(
-                    ADJOINT, tcur, t_obs[io], za, p, n, aux, A, b, c, e, P, Ax, cx, biopt,
-                    bfopt, batol, grid, dyn(0), st_b, fst,
+                    ADJOINT, method, tcur, t_obs[io], za, p, aux, biopt, bfopt, batol, grid,
+                    dyn(0), st_b, fst,
                 )  # fmt: skip
                 tcur = t_obs[io]
                 total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
                 for j in range(n):
-                    lam[j] += lam_y[j]
+                    za[j] += lam_y[j]
                 io -= 1
             backward_piece(
-                ADJOINT, tcur, rec_t[i0], za, p, n, aux, A, b, c, e, P, Ax, cx, biopt, bfopt,
-                batol, grid, dyn(0), st_b, fst,
+                ADJOINT, method, tcur, rec_t[i0], za, p, aux, biopt, bfopt, batol, grid, dyn(0),
+                st_b, fst,
             )  # fmt: skip
             continue
         for i in range(i1 - 1, i0 - 1, -1):
@@ -481,7 +357,7 @@ def gradient(
             h = rec_h[i]
             # outputs inside (ta, tb]: at tb it is the step's end state, else dense output
             for m in range(nz):
-                for st in range(s1x):
+                for st in range(S):
                     kbar[st, m] = 0.0
             while io >= 0 and direction * (t_obs[io] - ta) > 0:
                 total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
@@ -489,18 +365,16 @@ def gradient(
                     for j in range(n):
                         zbar[j] += lam_y[j]
                 else:
-                    dense_weights((t_obs[io] - ta) / h, P, bth)
+                    dense_weights(method, (t_obs[io] - ta) / h, bth)
                     for j in range(n):
                         zbar_new[j] += lam_y[j]  # held until the step's start
-                        for st in range(s1x):
+                        for st in range(S):
                             kbar[st, j] += h * bth[st] * lam_y[j]
                 io -= 1
             # extra dense-output stages x_j = F(ta + cx_j h, X_j), in reverse
             for jx in range(n_extra - 1, -1, -1):
-                vjp_kind(
-                    kind_f, ta + cx[jx] * h, seg_Y[r, s + jx], p, n, kbar[s + 1 + jx], oz,
-                    op, wy, wp,
-                )  # fmt: skip
+                stage_input(method, s + 1 + jx, seg_z[r], h, seg_k[r], Y)
+                vjp_kind(kind_f, ta + cx[jx] * h, Y, p, kbar[s + 1 + jx], oz, op, wy, wp)
                 st_b[S_NFEV] += 1
                 for qq in range(n_p):
                     gp[qq] += op[qq]
@@ -510,11 +384,12 @@ def gradient(
                         kbar[l, m] += h * Ax[jx, l] * oz[m]
             # f1 = F(tb, z_{i+1}) feeds the Hermite rows of non-FSAL methods (and the
             # extra stages); for FSAL methods f1 is the last stage itself
-            if fsal:
+            if FSAL[method]:
                 for m in range(nz):
                     kbar[s - 1, m] += kbar[s, m]
             else:
-                vjp_kind(kind_f, tb, seg_z[r + 1], p, n, kbar[s], oz, op, wy, wp)
+                z_next = seg_z[r + 1] if r + 1 < i1 - i0 else seg_end(seg_z, seg_k, r, h, method)
+                vjp_kind(kind_f, tb, z_next, p, kbar[s], oz, op, wy, wp)
                 st_b[S_NFEV] += 1
                 for m in range(nz):
                     zbar[m] += oz[m]
@@ -524,7 +399,8 @@ def gradient(
                 for st in range(s):
                     kbar[st, m] += h * b[st] * zbar[m]
             for st in range(s - 1, -1, -1):
-                vjp_kind(kind_f, ta + c[st] * h, seg_Y[r, st], p, n, kbar[st], oz, op, wy, wp)
+                stage_input(method, st, seg_z[r], h, seg_k[r], Y)
+                vjp_kind(kind_f, ta + c[st] * h, Y, p, kbar[st], oz, op, wy, wp)
                 st_b[S_NFEV] += 1
                 for qq in range(n_p):
                     gp[qq] += op[qq]
@@ -541,7 +417,7 @@ def gradient(
         total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
         if mode == MODE_CHECKPOINT:
             for j in range(n):
-                lam[j] += lam_y[j]
+                za[j] += lam_y[j]
         else:
             for j in range(n):
                 zbar[j] += lam_y[j]
@@ -557,56 +433,46 @@ def gradient(
     value[0] = total
 
 
-@njit(cache=True)
-def running_integral(t0, t1, y0, p, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid, t_obs, st):
+@njit(cache=True, fastmath=FMA)
+def seg_end(seg_z, seg_k, r, h, method):
+    """The end state of step r of a segment, z_r + h Σ b_i k_i (as the stepper made it)."""
+    A, b, c, e, P, Ax, cx = tableau(method)
+    out = np.empty(seg_z.shape[1], seg_z.dtype)
+    for m in range(out.size):
+        acc = 0.0
+        for i in range(A.shape[0]):
+            acc += b[i] * seg_k[r, i, m]
+        out[m] = seg_z[r, m] + h * acc
+    return out
+
+
+@njit(cache=True, fastmath=FMA)
+def running_integral(method, t0, t1, y0, p, iopt, fopt, atol, grid, st):
     """∫ g dt along the trajectory (forward-sensitivity mode's loss value)."""
-    n = y0.size
+    n = N_STATES
     z0 = np.zeros(n + 1, y0.dtype)
     for j in range(n):
         z0[j] = y0[j]
     Z = np.empty((1, n + 1), y0.dtype)
-    aux0 = empty_aux(n)
     fst = np.zeros(3)
     # the options were sized for the sensitivity system: error-control [y, q] only
     io = iopt.copy()
     io[I_NERR] = n + 1
     integrate(
-        FORWARD_COST,
-        t0,
-        t1,
-        z0,
-        p,
-        n,
-        aux0,
-        A,
-        b,
-        c,
-        e,
-        P,
-        Ax,
-        cx,
-        io,
-        fopt,
-        atol,
-        grid,
-        np.array([t1]),
-        Z,
-        st,
-        fst,
-        dyn(0),
-        dyn(2),
-    )
+        FORWARD_COST, method, t0, t1, z0, p, empty_aux(y0), io, fopt, atol, grid,
+        np.array([t1]), Z, st, fst, dyn(RECORD_NONE), dyn(2),
+    )  # fmt: skip
     return Z[0, n]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=FMA)
 def gradient_ensemble(
-    mode, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid,
-    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+    method, mode, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
+    bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
 ):  # fmt: skip
     for i in prange(Y0.shape[0]):
         gradient(
-            mode, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, A, b, c, e, P, Ax, cx, iopt,
-            fopt, atol, grid, biopt, bfopt.copy(), batol, max_ck, GY0[i], GP[i], ST_F[i],
-            ST_B[i], VALUE[i], Y_OUT[i],
+            method, mode, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, iopt, fopt,
+            atol, grid, biopt, bfopt.copy(), batol, max_ck, GY0[i], GP[i], ST_F[i], ST_B[i],
+            VALUE[i], Y_OUT[i],
         )  # fmt: skip

@@ -7,16 +7,16 @@ the one-by-one solves bit for bit.
 
 from numba import njit, prange
 
-from .integrate import FORWARD, dyn, integrate
+from .integrate import FMA, FORWARD, RECORD_NONE, dyn, empty_aux, integrate
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=FMA)
 def solve_ensemble(
-    t0, t1, Z0, Pm, aux, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid, t_out, Z_out, stats, fstats
-):
-    n = Z0.shape[1]
+    method, t0, t1, Z0, Pm, iopt, fopt, atol, grid, t_out, Z_out, stats, fstats
+):  # fmt: skip
+    aux = empty_aux(Z0[0])
     for i in prange(Z0.shape[0]):
         integrate(
-            FORWARD, t0, t1, Z0[i], Pm[i], n, aux, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid,
-            t_out, Z_out[i], stats[i], fstats[i], dyn(0), dyn(2),
+            FORWARD, method, t0, t1, Z0[i], Pm[i], aux, iopt, fopt, atol, grid, t_out, Z_out[i],
+            stats[i], fstats[i], dyn(RECORD_NONE), dyn(2),
         )  # fmt: skip

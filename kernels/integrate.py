@@ -5,11 +5,22 @@ This file is real Python that symode copies next to each system's generated
 numba's on-disk cache can store the compiled engine (DESIGN.md, "Generated code and
 its cache"). It never raises: every trajectory writes a status code.
 
-The same stepper integrates every *kind* of dynamics the library needs (forward, with
-a running-cost quadrature, the backsolve and interpolated adjoints, forward
-sensitivities); ``evaluate`` dispatches on the kind. References: Hairer, Nørsett &
-Wanner, *Solving ODEs I*, II.4 (step size control, initial step) and II.6 (dense
-output); Chen et al. 2018, Neural ODEs, eq. 4 and Algorithm 1.
+Two compile-time literals specialize the stepper:
+
+- ``kind``, the dynamics it integrates (forward, with a running-cost quadrature, the
+  backsolve and interpolated adjoints, forward sensitivities); ``evaluate`` dispatches
+  on it and numba prunes the other branches;
+- ``method``, the number of a tableau in ``TABLES``: the coefficients and the stage
+  count become constants, as do the state sizes (``state_size``), so LLVM unrolls the
+  stage loops and folds the coefficients in, as in a hand-written stepper.
+
+The step loop keeps its state in a few arrays allocated once per solve and indexes
+them in place; helpers take a row index rather than a row view (a view costs an atomic
+reference-count round trip, which was half the run time of a small system's step).
+
+References: Hairer, Nørsett & Wanner, *Solving ODEs I*, II.4 (step size control,
+initial step) and II.6 (dense output); Chen et al. 2018, Neural ODEs, eq. 4 and
+Algorithm 1.
 """
 
 import math
@@ -17,7 +28,26 @@ import math
 import numpy as np
 from numba import njit
 
-from ._dynamics import HAS_RUNNING_COST, jvp, rhs, rhs_row, running, running_grad, vjp
+from symode.tableaus import kernel_tables
+
+from ._dynamics import (
+    HAS_RUNNING_COST,
+    N_PARAMS,
+    N_STATES,
+    adjoint_row,
+    jvp_row,
+    rhs_row,
+    running,
+    running_grad,
+)  # fmt: skip
+
+TABLES, FSAL, ADAPTIVE, ERR_ORDER = kernel_tables()
+
+# LLVM may fuse a multiply and an add into one FMA (rounded once: never less accurate).
+# Only "contract": no flag that assumes finite values (NaN detection must keep
+# working) or reorders sums. Every engine function uses it, so a step recomputed from
+# a checkpoint equals the step of the forward pass bit for bit.
+FMA = {"contract"}
 
 # status codes: mirror symode.errors.Status
 SUCCESS = 0
@@ -29,29 +59,244 @@ NONFINITE = 3
 FORWARD = 0  # z = y
 FORWARD_COST = 1  # z = [y, q], q' = g(t, y, p)
 BACKSOLVE = 2  # z = [y, λ, μ], integrated backwards in time
-ADJOINT = 3  # z = [λ, μ], y from the forward pass's dense output (aux)
+ADJOINT = 3  # z = [λ, μ], y from recorded forward steps (aux)
 SENSITIVITY = 4  # z = [y, S_0..S_{m-1}, r], m = n_params + n
 
+# what integrate records of the accepted steps
+RECORD_NONE = 0
+RECORD_CHECKPOINTS = 1  # start times and sizes, thinned checkpoints of the state
+RECORD_STAGES = 2  # start times and sizes, every step's start state and stages
+
 # iopt / fopt layout
-I_FSAL, I_ADAPTIVE, I_ERR_ORDER, I_MAX_STEPS, I_NERR = 0, 1, 2, 3, 4
+I_MAX_STEPS, I_NERR = 0, 1
 F_RTOL, F_H0, F_DT_MIN, F_SAFETY, F_FACMIN, F_FACMAX, F_BETA = 0, 1, 2, 3, 4, 5, 6
 # stats layout
 S_STATUS, S_NFEV, S_NACCEPT, S_NREJECT, S_NOUT = 0, 1, 2, 3, 4
 FS_T, FS_H, FS_HNEXT = 0, 1, 2
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FMA)
 def dyn(x):
     """x as a plain runtime value. Passing a literal constant straight to a jitted
     function makes numba compile a specialization for that value: wanted for the
-    dynamics kind (dead branches are pruned, which makes the stepper ~10x faster), not
-    for flags such as ``record``, which go through ``dyn``."""
+    dynamics kind and the method, not for flags such as ``record``."""
     return x + 0
 
 
-@njit(cache=True)
-def dense_weights(theta, P, bth):
+@njit(cache=True, fastmath=FMA)
+def tableau(method):
+    """(A, b, c, e, P, Ax, cx) of method number ``method`` (a literal: constants)."""
+    return TABLES[method]
+
+
+@njit(cache=True, fastmath=FMA)
+def adaptive_steps(method, grid):
+    """Error-controlled steps: an adaptive method without a grid of fixed steps."""
+    return ADAPTIVE[method] and grid.size == 0
+
+
+@njit(cache=True, fastmath=FMA)
+def state_size(kind):
+    """The size of z for each kind of dynamics (a constant for a literal kind)."""
+    n = N_STATES
+    if kind == FORWARD:
+        return n
+    elif kind == FORWARD_COST:
+        return n + 1
+    elif kind == BACKSOLVE:
+        return 2 * n + N_PARAMS
+    elif kind == ADJOINT:
+        return n + N_PARAMS
+    m = N_PARAMS + n
+    return n + m * n + m
+
+
+@njit(cache=True, fastmath=FMA)
+def empty_aux(dtype_like):
+    """A placeholder for ``aux`` (the ADJOINT kind's recorded forward steps)."""
+    nz = N_STATES
+    return (
+        np.zeros((1, nz), dtype_like.dtype),
+        np.zeros((1, 1, nz), dtype_like.dtype),
+        np.zeros(2),
+        np.ones(1),
+    )
+
+
+@njit(cache=True, fastmath=FMA)
+def work_size():
+    """Scratch: y(t) (n), ∂g/∂y (n), ∂g/∂p (p), unit vector (p)."""
+    return 2 * N_STATES + 2 * N_PARAMS
+
+
+@njit(cache=True, fastmath=FMA)
+def find_step(ts, nsteps, t):
+    """Index j of the step [ts[j], ts[j+1]] holding t (ts monotone, either direction)."""
+    direction = 1.0 if ts[nsteps] >= ts[0] else -1.0
+    lo = 0
+    hi = nsteps - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if direction * (t - ts[mid]) >= 0:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@njit(cache=True, fastmath=FMA)
+def interpolate(method, t, aux, y):
+    """y[:n] = the forward solution at t from the recorded steps aux = (z_j, k_j, t_j,
+    h_j): the method's continuous extension inside the step holding t."""
+    ys, ks, ts, hs = aux
+    P = tableau(method)[4]
+    j = find_step(ts, hs.size, t)
+    h = hs[j]
+    th = (t - ts[j]) / h
+    K = P.shape[1]
+    for m in range(N_STATES):
+        y[m] = 0.0
+    for i in range(P.shape[0]):
+        v = P[i, K - 1]
+        for q in range(K - 2, -1, -1):
+            v = v * th + P[i, q]
+        w = v * th * h
+        for m in range(N_STATES):
+            y[m] += w * ks[j, i, m]
+    for m in range(N_STATES):
+        y[m] += ys[j, m]
+
+
+@njit(cache=True, fastmath=FMA)
+def evaluate(kind, method, t, z, p, aux, work, out, r):
+    """out[r] = F_kind(t, z): the dynamics of every kind, written into row r.
+
+    ``kind`` reaches here as a compile-time literal, so each specialization keeps only
+    its own branch (an untaken branch calling a kernel costs ~100 ns per evaluation).
+    The generated kernels read only the leading entries of z they need.
+    """
+    n = N_STATES
+    if kind == FORWARD:
+        rhs_row(t, z, p, out, r)
+    elif kind == FORWARD_COST:
+        rhs_row(t, z, p, out, r)
+        out[r, n] = running(t, z, p)
+    elif kind == BACKSOLVE:
+        rhs_row(t, z, p, out, r)
+        adjoint_row(t, z, p, z, n, out, r, n)
+    elif kind == ADJOINT:
+        interpolate(method, t, aux, work)
+        adjoint_row(t, work, p, z, 0, out, r, 0)
+    else:
+        sensitivity_row(t, z, p, work, out, r)
+
+
+@njit(cache=True, fastmath=FMA)
+def sensitivity_row(t, z, p, work, out, r):
+    """z = [y, S_0..S_{m-1}, r]: S_k' = J S_k + ∂f/∂p_k (k < n_p, else J S_k), r_k' = dg/dp_k."""
+    n = N_STATES
+    n_p = N_PARAMS
+    rhs_row(t, z, p, out, r)
+    m_cols = n_p + n
+    wy = work[n : 2 * n]
+    wp = work[2 * n : 2 * n + n_p]
+    w = work[2 * n + n_p : 2 * n + 2 * n_p]
+    if HAS_RUNNING_COST:
+        running_grad(t, z, p, wy, wp)
+    for col in range(m_cols):
+        for q in range(n_p):
+            w[q] = 0.0
+        if col < n_p:
+            w[col] = 1.0
+        lo = n + col * n
+        jvp_row(t, z, p, z, lo, w, out, r, lo)
+        acc = 0.0
+        if HAS_RUNNING_COST:
+            for j in range(n):
+                acc += wy[j] * z[lo + j]
+            if col < n_p:
+                acc += wp[col]
+        out[r, n + m_cols * n + col] = acc
+
+
+@njit(cache=True, fastmath=FMA)
+def stage_input(method, i, z, h, k, out):
+    """out = z + h Σ_j A[i, j] k_j: the input of stage i (i < s), or of extra
+    dense-output stage i - s - 1 (i > s)."""
+    A, b, c, e, P, Ax, cx = tableau(method)
+    s = A.shape[0]
+    for m in range(out.size):
+        acc = 0.0
+        if i < s:
+            for j in range(i):
+                acc += A[i, j] * k[j, m]
+        else:
+            for j in range(i):
+                acc += Ax[i - s - 1, j] * k[j, m]
+        out[m] = z[m] + h * acc
+
+
+@njit(cache=True, fastmath=FMA)
+def step_stages(kind, method, t, z, h, p, aux, work, k, ztmp, znew):
+    """Stages 1..s-1 of one step (k[0] = F(t, z) must be set) and znew = z + h Σ b_i k_i.
+    Returns the number of evaluations."""
+    A, b, c, e, P, Ax, cx = tableau(method)
+    s = A.shape[0]
+    nz = state_size(kind)
+    for i in range(1, s):
+        for m in range(nz):
+            acc = 0.0
+            for j in range(i):
+                acc += A[i, j] * k[j, m]
+            ztmp[m] = z[m] + h * acc
+        evaluate(kind, method, t + c[i] * h, ztmp, p, aux, work, k, i)
+    for m in range(nz):
+        acc = 0.0
+        for i in range(s):
+            acc += b[i] * k[i, m]
+        znew[m] = z[m] + h * acc
+    return s - 1
+
+
+@njit(cache=True, fastmath=FMA)
+def step_end(kind, method, t, z, h, znew, p, aux, work, k, ztmp):
+    """k[s] = F(t + h, znew) (copied for FSAL methods) and the extra dense-output
+    stages. Returns the number of evaluations."""
+    A, b, c, e, P, Ax, cx = tableau(method)
+    s = A.shape[0]
+    nz = state_size(kind)
+    nfev = 0
+    if FSAL[method]:
+        for m in range(nz):
+            k[s, m] = k[s - 1, m]
+    else:
+        evaluate(kind, method, t + h, znew, p, aux, work, k, s)
+        nfev += 1
+    nfev += extra_stages(kind, method, t, z, h, p, aux, work, k, ztmp)
+    return nfev
+
+
+@njit(cache=True, fastmath=FMA)
+def extra_stages(kind, method, t, z, h, p, aux, work, k, ztmp):
+    """Stages a continuous extension needs beyond the step (DOP853's three), in
+    k[s+1:], from the step's stages and f1 = k[s] (see ButcherTableau.extra_a)."""
+    A, b, c, e, P, Ax, cx = tableau(method)
+    s = A.shape[0]
+    nz = state_size(kind)
+    for j in range(Ax.shape[0]):
+        for m in range(nz):
+            acc = 0.0
+            for q in range(s + 1 + j):
+                acc += Ax[j, q] * k[q, m]
+            ztmp[m] = z[m] + h * acc
+        evaluate(kind, method, t + cx[j] * h, ztmp, p, aux, work, k, s + 1 + j)
+    return Ax.shape[0]
+
+
+@njit(cache=True, fastmath=FMA)
+def dense_weights(method, theta, bth):
     """bth[i] = b_i(θ) = Σ_q P[i, q] θ^(q+1) (Horner)."""
+    P = tableau(method)[4]
     K = P.shape[1]
     for i in range(P.shape[0]):
         v = P[i, K - 1]
@@ -60,214 +305,49 @@ def dense_weights(theta, P, bth):
         bth[i] = v * theta
 
 
-@njit(cache=True)
-def dense_eval(theta, h, z, k, P, bth, out):
-    """out = z + h Σ_i b_i(θ) k_i: the continuous extension inside one step."""
-    dense_weights(theta, P, bth)
-    for m in range(out.size):
+@njit(cache=True, fastmath=FMA)
+def dense_out(kind, method, theta, h, z, k, bth, out, row):
+    """out[row] = z + h Σ_i b_i(θ) k_i: the continuous extension inside one step."""
+    dense_weights(method, theta, bth)
+    for m in range(state_size(kind)):
         acc = 0.0
-        for i in range(P.shape[0]):
+        for i in range(tableau(method)[4].shape[0]):
             acc += bth[i] * k[i, m]
-        out[m] = z[m] + h * acc
+        out[row, m] = z[m] + h * acc
 
 
-@njit(cache=True)
-def empty_aux(n):
-    """A placeholder for ``aux`` (the ADJOINT kind's recorded forward steps)."""
-    return (np.zeros((1, n)), np.zeros((1, 1, n)), np.zeros(2), np.ones(1), np.zeros((1, 1)))
-
-
-@njit(cache=True)
-def work_size(n, n_params, s):
-    """Scratch: y (n), ∂g/∂y (n), ∂g/∂p (p), unit vector (p), spare (2n), b(θ) (s + 8)."""
-    return 4 * n + 2 * n_params + s + 8
-
-
-@njit(cache=True)
-def evaluate(kind, t, z, p, n, aux, work, out):
-    """out = F_kind(t, z): the dynamics of every kind, in place.
-
-    ``kind`` reaches here as a compile-time literal, so each specialization keeps only
-    its own branch (an untaken branch calling a kernel costs ~100 ns per evaluation).
-    """
-    if kind == FORWARD:
-        rhs(t, z, p, out)
-    elif kind == FORWARD_COST:
-        rhs(t, z[:n], p, out[:n])
-        out[n] = running(t, z[:n], p)
-    elif kind == BACKSOLVE:
-        rhs(t, z[:n], p, out[:n])
-        adjoint_rhs(t, z[:n], z[n : 2 * n], p, n, work, out[n:])
-    elif kind == ADJOINT:
-        # y(t) from the recorded forward steps: aux = (y_j, stages_j, t_j, h_j, P)
-        y = work[:n]
-        ys, ks, ts, hs, P = aux
-        j = find_step(ts, hs.size, t)
-        dense_eval((t - ts[j]) / hs[j], hs[j], ys[j], ks[j], P, work[4 * n + 2 * p.size :], y)
-        adjoint_rhs(t, y, z[:n], p, n, work, out)
-    else:
-        sensitivity_rhs(t, z, p, n, work, out)
-
-
-@njit(cache=True)
-def adjoint_rhs(t, y, lam, p, n, work, out):
-    """out = [dλ/dt, dμ/dt] = -[λᵀ∂f/∂y + ∂g/∂y, λᵀ∂f/∂p + ∂g/∂p] (Chen et al. 2018, eq. 4)."""
-    n_p = p.size
-    vjp(t, y, p, lam, out[:n], out[n : n + n_p])
-    for m in range(n + n_p):
-        out[m] = -out[m]
-    if HAS_RUNNING_COST:
-        wy = work[n : 2 * n]
-        wp = work[2 * n : 2 * n + n_p]
-        running_grad(t, y, p, wy, wp)
-        for j in range(n):
-            out[j] -= wy[j]
-        for q in range(n_p):
-            out[n + q] -= wp[q]
-
-
-@njit(cache=True)
-def sensitivity_rhs(t, z, p, n, work, out):
-    """z = [y, S_0..S_{m-1}, r]: S_k' = J S_k + ∂f/∂p_k (k < n_p, else J S_k), r_k' = dg/dp_k."""
-    n_p = p.size
-    y = z[:n]
-    rhs(t, y, p, out[:n])
-    m_cols = n_p + n
-    wy = work[n : 2 * n]
-    wp = work[2 * n : 2 * n + n_p]
-    w = work[2 * n + n_p : 2 * n + 2 * n_p]
-    if HAS_RUNNING_COST:
-        running_grad(t, y, p, wy, wp)
-    for col in range(m_cols):
-        for q in range(n_p):
-            w[q] = 0.0
-        if col < n_p:
-            w[col] = 1.0
-        lo = n + col * n
-        jvp(t, y, p, z[lo : lo + n], w, out[lo : lo + n])
-        r = 0.0
-        if HAS_RUNNING_COST:
-            for j in range(n):
-                r += wy[j] * z[lo + j]
-            if col < n_p:
-                r += wp[col]
-        out[n + m_cols * n + col] = r
-
-
-@njit(cache=True)
-def evaluate_row(kind, t, z, p, n, aux, work, k, r):
-    """k[r] = F_kind(t, z) without creating a row view for the forward dynamics."""
-    if kind == FORWARD:
-        rhs_row(t, z, p, k, r)
-    else:
-        evaluate(kind, t, z, p, n, aux, work, k[r])
-
-
-@njit(cache=True)
-def copy_row(k, dst, src):
-    """k[dst] = k[src]."""
-    for m in range(k.shape[1]):
-        k[dst, m] = k[src, m]
-
-
-@njit(cache=True)
-def rk_stages(kind, t, z, h, p, n, aux, work, A, c, k, ztmp):
-    """Stages 1..s-1 of one explicit RK step; k[0] = F(t, z) must be set."""
-    s = A.shape[0]
-    for i in range(1, s):
-        for m in range(z.size):
-            acc = 0.0
-            for j in range(i):
-                acc += A[i, j] * k[j, m]
-            ztmp[m] = z[m] + h * acc
-        evaluate_row(kind, t + c[i] * h, ztmp, p, n, aux, work, k, i)
-
-
-@njit(cache=True)
-def extra_stages(kind, t, z, h, p, n, aux, work, Ax, cx, k, ztmp):
-    """Stages a continuous extension needs beyond the step (DOP853's three), in
-    k[s+1:], from the step's stages and f1 = k[s] (see ButcherTableau.extra_a)."""
-    s1 = k.shape[0] - Ax.shape[0]
-    for j in range(Ax.shape[0]):
-        for m in range(z.size):
-            acc = 0.0
-            for r in range(s1 + j):
-                acc += Ax[j, r] * k[r, m]
-            ztmp[m] = z[m] + h * acc
-        evaluate_row(kind, t + cx[j] * h, ztmp, p, n, aux, work, k, s1 + j)
-
-
-@njit(cache=True)
-def rk_combine(z, h, b, e, k, znew, zerr):
-    s = b.size
-    for m in range(z.size):
-        acc = 0.0
-        err = 0.0
-        for i in range(s):
-            acc += b[i] * k[i, m]
-            err += e[i] * k[i, m]
-        znew[m] = z[m] + h * acc
-        zerr[m] = h * err
-
-
-@njit(cache=True)
-def error_norm(zerr, z, znew, rtol, atol, nerr):
-    """RMS of the scaled error (HNW I, II.4 eq. 4.11), over all components but with only
-    the first nerr contributing: the seminorm of Kidger, Chen & Lyons (2021) counts the
-    parameter-adjoint channels as error-free, so it never exceeds the full norm."""
-    acc = 0.0
-    for m in range(nerr):
-        sc = atol[m] + rtol * max(abs(z[m]), abs(znew[m]))
-        r = zerr[m] / sc
-        acc += r * r
-    return math.sqrt(acc / z.size)
-
-
-@njit(cache=True)
-def copy(dst, src):
-    """dst[:] = src, as a loop (numba compiles slice assignment slowly)."""
-    for m in range(dst.size):
-        dst[m] = src[m]
-
-
-@njit(cache=True)
-def all_finite(x):
-    for m in range(x.size):
-        if not np.isfinite(x[m]):
-            return False
-    return True
-
-
-@njit(cache=True)
-def initial_step(kind, t0, z0, f0, p, n, aux, work, direction, order, rtol, atol, nerr, ztmp, f1):
-    """Hairer's starting step size (HNW I, II.4, p. 169); costs one evaluation."""
+@njit(cache=True, fastmath=FMA)
+def initial_step(kind, method, t0, z0, p, aux, work, direction, rtol, atol, nerr, ztmp, k):
+    """Hairer's starting step size (HNW I, II.4, p. 169), from f0 = k[0]; costs one
+    evaluation (into k[1])."""
+    nz = state_size(kind)
     d0 = 0.0
     d1 = 0.0
     for m in range(nerr):
         sc = atol[m] + rtol * abs(z0[m])
         d0 += (z0[m] / sc) ** 2
-        d1 += (f0[m] / sc) ** 2
-    d0 = math.sqrt(d0 / z0.size)
-    d1 = math.sqrt(d1 / z0.size)
+        d1 += (k[0, m] / sc) ** 2
+    d0 = math.sqrt(d0 / nz)
+    d1 = math.sqrt(d1 / nz)
     h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
-    for m in range(z0.size):
-        ztmp[m] = z0[m] + direction * h0 * f0[m]
-    evaluate(kind, t0 + direction * h0, ztmp, p, n, aux, work, f1)
+    for m in range(nz):
+        ztmp[m] = z0[m] + direction * h0 * k[0, m]
+    evaluate(kind, method, t0 + direction * h0, ztmp, p, aux, work, k, 1)
     d2 = 0.0
     for m in range(nerr):
         sc = atol[m] + rtol * abs(z0[m])
-        d2 += ((f1[m] - f0[m]) / sc) ** 2
-    d2 = math.sqrt(d2 / z0.size) / h0
+        d2 += ((k[1, m] - k[0, m]) / sc) ** 2
+    d2 = math.sqrt(d2 / nz) / h0
     if not np.isfinite(d2):
         return h0 * 1e-3
     if max(d1, d2) <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)
     else:
-        h1 = (0.01 / max(d1, d2)) ** (1.0 / (order + 1))
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / (ERR_ORDER[method] + 1))
     return min(100.0 * h0, h1)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FMA)
 def finite_row(k, r):
     for m in range(k.shape[1]):
         if not np.isfinite(k[r, m]):
@@ -275,7 +355,7 @@ def finite_row(k, r):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FMA)
 def grow(a, size):
     """A copy of the 1-D array a in a larger buffer."""
     out = np.empty(size, a.dtype)
@@ -284,75 +364,101 @@ def grow(a, size):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FMA)
 def grow_rows(a, size):
     """A copy of the 2-D array a with more rows."""
     out = np.empty((size, a.shape[1]), a.dtype)
     for i in range(a.shape[0]):
-        copy(out[i], a[i])
+        for m in range(a.shape[1]):
+            out[i, m] = a[i, m]
     return out
 
 
-@njit(cache=True)
-def write_outputs(iout, t, tnew, hs, z, znew, k, P, bth, t_out, z_out, direction):
-    """Outputs inside the accepted step (t, tnew]: the end state, or the dense output."""
-    while iout < t_out.size and direction * (t_out[iout] - tnew) <= 0:
-        if t_out[iout] == tnew:
-            copy(z_out[iout], znew)
-        else:
-            dense_eval((t_out[iout] - t) / hs, hs, z, k, P, bth, z_out[iout])
-        iout += 1
-    return iout
+@njit(cache=True, fastmath=FMA)
+def grow_3d(a, size):
+    """A copy of the 3-D array a with more entries along its first axis."""
+    out = np.empty((size, a.shape[1], a.shape[2]), a.dtype)
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            for m in range(a.shape[2]):
+                out[i, j, m] = a[i, j, m]
+    return out
 
 
-@njit(cache=True)
-def record_step(step, t, hs, z, rec_t, rec_h, ck_i, ck_z, n_ck, every, max_ck):
-    """Record an accepted step (start time, size) and maybe a checkpoint of its start.
+@njit(cache=True, fastmath=FMA)
+def record_step(step, t, hs, z, k, record, rec_t, rec_h, ck_i, ck_z, ck_k, n_ck, every, max_ck):
+    """Record an accepted step (start time, size) and maybe a checkpoint of its start;
+    the buffers have room (``has_room``). Returns (n_ck, every).
 
-    Checkpoints are kept at steps that are multiples of ``every``; when ``max_ck`` are
-    held, every other one is dropped and ``every`` doubles, so between max_ck/2 and
-    max_ck checkpoints cover the whole solve, whatever its (unknown) number of steps.
+    RECORD_STAGES keeps every step's start state and stages. RECORD_CHECKPOINTS keeps
+    checkpoints at steps that are multiples of ``every``; when ``max_ck`` are held,
+    every other one is dropped and ``every`` doubles, so between max_ck/2 and max_ck
+    checkpoints cover the whole solve, whatever its (unknown) number of steps.
     """
-    if step + 1 >= rec_t.size:
-        rec_t = grow(rec_t, 2 * rec_t.size)
-        rec_h = grow(rec_h, 2 * rec_h.size)
     rec_t[step] = t
     rec_h[step] = hs
+    nz = z.size
+    if record == RECORD_STAGES:
+        ck_i[n_ck] = step
+        for m in range(nz):
+            ck_z[n_ck, m] = z[m]
+        for i in range(k.shape[0]):
+            for m in range(nz):
+                ck_k[n_ck, i, m] = k[i, m]
+        return n_ck + 1, every
     if step % every == 0:
         if n_ck == max_ck:  # thin: keep every other checkpoint
             kept = 0
             for q in range(n_ck):
                 if ck_i[q] % (2 * every) == 0:
                     ck_i[kept] = ck_i[q]
-                    copy(ck_z[kept], ck_z[q])
+                    for m in range(nz):
+                        ck_z[kept, m] = ck_z[q, m]
                     kept += 1
             n_ck = kept
             every *= 2
         if step % every == 0:
-            if n_ck == ck_i.size:
-                ck_i = grow(ck_i, min(2 * ck_i.size, max_ck))
-                ck_z = grow_rows(ck_z, min(2 * ck_z.shape[0], max_ck))
             ck_i[n_ck] = step
-            copy(ck_z[n_ck], z)
+            for m in range(nz):
+                ck_z[n_ck, m] = z[m]
             n_ck += 1
-    return rec_t, rec_h, ck_i, ck_z, n_ck, every
+    return n_ck, every
 
 
-@njit(cache=True)
-def integrate(
-    kind, t0, t1, z0, p, n, aux, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid, t_out, z_out,
-    stats, fstats, record, max_ck,
+@njit(cache=True, fastmath=FMA)
+def has_room(record, step, n_ck, max_ck, rec_t, ck_i):
+    """Whether the record buffers can take one more accepted step."""
+    if record == RECORD_NONE:
+        return True
+    if step + 2 > rec_t.size:
+        return False
+    if record == RECORD_STAGES:
+        return n_ck < ck_i.size
+    return n_ck < ck_i.size or n_ck >= max_ck
+
+
+# the step loop's scalar state between calls of ``advance`` (float and int parts)
+V_T, V_H, V_ERROLD, V_FAIL_H = 0, 1, 2, 3
+C_STEP, C_IOUT, C_NFEV, C_NACCEPT, C_NREJECT, C_STATUS = 0, 1, 2, 3, 4, 5
+C_NCK, C_EVERY, C_REJECTED, C_LAST_NONFINITE = 6, 7, 8, 9
+RUNNING = -1  # status while the loop continues (advance returned for buffer space)
+
+
+@njit(cache=True, fastmath=FMA)
+def advance(
+    kind, method, t1, z, p, aux, iopt, fopt, atol, grid, t_out, z_out, k, ztmp, znew, work,
+    bth, fv, iv, record, max_ck, rec_t, rec_h, ck_i, ck_z, ck_k,
 ):  # fmt: skip
-    """Integrate dz/dt = F_kind(t, z) from t0 to t1 with one explicit RK method.
-
-    Adaptive (iopt[I_ADAPTIVE]) with a PI controller, or fixed steps on ``grid``.
-    Writes z at each ``t_out`` (monotone in the direction of integration) into
-    ``z_out`` through the method's dense output. When ``record`` is set, returns the
-    accepted steps' start times and sizes and checkpoints (step index, state at the
-    step's start), thinned so that at most ``max_ck`` are kept.
-    """
-    fsal = iopt[I_FSAL] == 1
-    adaptive = iopt[I_ADAPTIVE] == 1
+    """The step loop of ``integrate``: steps from the state in (z, k[0], fv, iv) until
+    t1, a failure, or full record buffers (status RUNNING; ``integrate`` grows them and
+    calls again). It allocates and reassigns no arrays: the arrays live in registers
+    and cost no reference counting per step."""
+    A, b, c, e, P, Ax, cx = tableau(method)
+    fsal = FSAL[method]
+    adaptive = adaptive_steps(method, grid)
+    s = A.shape[0]
+    n_extra = Ax.shape[0]
+    nz = state_size(kind)
     max_steps = iopt[I_MAX_STEPS]
     nerr = iopt[I_NERR]
     rtol = fopt[F_RTOL]
@@ -360,57 +466,27 @@ def integrate(
     facmin = fopt[F_FACMIN]
     facmax = fopt[F_FACMAX]
     beta = fopt[F_BETA]
-    expo = 1.0 / (iopt[I_ERR_ORDER] + 1) - 0.75 * beta
-    s = A.shape[0]
-    nz = z0.size
+    expo = 1.0 / (ERR_ORDER[method] + 1) - 0.75 * beta
     T = t_out.size
-    direction = 1.0 if t1 >= t0 else -1.0
-
-    n_extra = Ax.shape[0]
-    k = np.empty((s + 1 + n_extra, nz), z0.dtype)
-    z = z0.copy()
-    ztmp = np.empty_like(z)
-    znew = np.empty_like(z)
-    zerr = np.empty_like(z)
-    work = np.zeros(work_size(n, p.size, s))
-    bth = np.empty(s + 1 + n_extra)
-
-    cap = 64 if record else 1
-    rec_t = np.empty(cap)
-    rec_h = np.empty(cap)
-    ck_i = np.empty(min(cap, max_ck), np.int64)
-    ck_z = np.empty((min(cap, max_ck), nz), z0.dtype)
-    n_ck = 0
-    every = 1
-
-    evaluate(kind, t0, z, p, n, aux, work, k[0])
-    nfev = 1
-    naccept = 0
-    nreject = 0
-    iout = 0
-    while iout < T and t_out[iout] == t0:
-        copy(z_out[iout], z)
-        iout += 1
+    t = fv[V_T]
+    direction = 1.0 if t1 >= t else -1.0
+    h = fv[V_H]
+    errold = fv[V_ERROLD]
+    fail_h = fv[V_FAIL_H]
+    step = iv[C_STEP]
+    iout = iv[C_IOUT]
+    nfev = iv[C_NFEV]
+    naccept = iv[C_NACCEPT]
+    nreject = iv[C_NREJECT]
+    n_ck = iv[C_NCK]
+    every = iv[C_EVERY]
+    rejected = iv[C_REJECTED] == 1
+    last_nonfinite = iv[C_LAST_NONFINITE] == 1
     status = SUCCESS
-    t = t0
-    h = 0.0
-    fail_h = 0.0
-    if not all_finite(k[0]) or not all_finite(z):
-        status = NONFINITE
-    elif adaptive:
-        h = fopt[F_H0]
-        if h <= 0.0:
-            h = initial_step(
-                kind, t0, z, k[0], p, n, aux, work, direction, iopt[I_ERR_ORDER],
-                rtol, atol, nerr, ztmp, k[1],
-            )  # fmt: skip
-            nfev += 1
-        h = min(h, abs(t1 - t0))
-    errold = 1e-4
-    rejected = False
-    last_nonfinite = False
-    step = 0
-    while status == SUCCESS and direction * (t1 - t) > 0:
+    while direction * (t1 - t) > 0:
+        if not has_room(record, step, n_ck, max_ck, rec_t, ck_i):
+            status = RUNNING
+            break
         if adaptive:
             if step >= max_steps:
                 status = MAX_STEPS
@@ -431,13 +507,37 @@ def integrate(
                 break
             tnew = grid[step + 1]
             hs = tnew - t
-        rk_stages(kind, t, z, hs, p, n, aux, work, A, c, k, ztmp)
-        rk_combine(z, hs, b, e, k, znew, zerr)
+        # stages 1..s-1, the new state and (adaptive) the error estimate, in place
+        for i in range(1, s):
+            for m in range(nz):
+                acc = 0.0
+                for j in range(i):
+                    acc += A[i, j] * k[j, m]
+                ztmp[m] = z[m] + hs * acc
+            evaluate(kind, method, t + c[i] * hs, ztmp, p, aux, work, k, i)
         nfev += s - 1
+        err = 0.0
+        finite = True
+        for m in range(nz):
+            acc = 0.0
+            erm = 0.0
+            for i in range(s):
+                acc += b[i] * k[i, m]
+                if adaptive:
+                    erm += e[i] * k[i, m]
+            zn = z[m] + hs * acc
+            znew[m] = zn
+            finite = finite and np.isfinite(zn)
+            if adaptive and m < nerr:
+                # RMS of the scaled error (HNW I, II.4 eq. 4.11) with only the first
+                # nerr components contributing: the seminorm of Kidger, Chen & Lyons
+                # (2021), which therefore never exceeds the full norm
+                r = hs * erm / (atol[m] + rtol * max(abs(z[m]), abs(zn)))
+                err += r * r
         hnext = h
         if adaptive:
-            err = error_norm(zerr, z, znew, rtol, atol, nerr)
-            if not (err <= 1e300) or not all_finite(znew):
+            err = math.sqrt(err / nz)
+            if not (err <= 1e300) or not finite:
                 h *= facmin
                 nreject += 1
                 rejected = True
@@ -449,133 +549,217 @@ def integrate(
                 nreject += 1
                 rejected = True
                 continue
-            fac = safety * err ** (-expo) * errold**beta if err > 0 else facmax
+            if err == 0.0:
+                fac = facmax
+            elif beta == 0.0:
+                fac = safety * err ** (-expo)
+            else:
+                fac = safety * err ** (-expo) * errold**beta
             fac = min(1.0 if rejected else facmax, max(facmin, fac))
             hnext = h * fac
             errold = max(err, 1e-4)
             rejected = False
-        elif not all_finite(znew):
+        elif not finite:
             status = NONFINITE
             fail_h = abs(hs)
             break
         # the step is accepted
         if fsal:
-            copy_row(k, s, s - 1)
+            for m in range(nz):
+                k[s, m] = k[s - 1, m]
         else:
-            evaluate_row(kind, tnew, znew, p, n, aux, work, k, s)
+            evaluate(kind, method, tnew, znew, p, aux, work, k, s)
             nfev += 1
-        if iout < T and direction * (t_out[iout] - tnew) <= 0:
-            if n_extra > 0 and t_out[iout] != tnew:  # an output inside the step
-                extra_stages(kind, t, z, hs, p, n, aux, work, Ax, cx, k, ztmp)
-                nfev += n_extra
-            iout = write_outputs(iout, t, tnew, hs, z, znew, k, P, bth, t_out, z_out, direction)
-        if record:
-            rec_t, rec_h, ck_i, ck_z, n_ck, every = record_step(
-                step, t, hs, z, rec_t, rec_h, ck_i, ck_z, n_ck, every, max_ck
+        if n_extra > 0 and (
+            record == RECORD_STAGES
+            or (iout < T and direction * (t_out[iout] - tnew) <= 0 and t_out[iout] != tnew)
+        ):
+            nfev += extra_stages(kind, method, t, z, hs, p, aux, work, k, ztmp)
+        # outputs inside (t, tnew]: the end state, or the dense output
+        while iout < T and direction * (t_out[iout] - tnew) <= 0:
+            if t_out[iout] == tnew:
+                for m in range(nz):
+                    z_out[iout, m] = znew[m]
+            else:
+                theta = (t_out[iout] - t) / hs
+                dense_weights(method, theta, bth)
+                for m in range(nz):
+                    acc = 0.0
+                    for i in range(P.shape[0]):
+                        acc += bth[i] * k[i, m]
+                    z_out[iout, m] = z[m] + hs * acc
+            iout += 1
+        if record != RECORD_NONE:
+            n_ck, every = record_step(
+                step, t, hs, z, k, record, rec_t, rec_h, ck_i, ck_z, ck_k, n_ck, every, max_ck
             )
         t = tnew
-        copy(z, znew)
-        copy_row(k, 0, s)
+        for m in range(nz):
+            z[m] = znew[m]
+            k[0, m] = k[s, m]
         h = hnext
         step += 1
         naccept += 1
         if not adaptive and not finite_row(k, 0):
             status = NONFINITE
             fail_h = abs(hs)
-    if record:
-        rec_t[step] = t
-    stats[S_STATUS] = status
-    stats[S_NFEV] += nfev
-    stats[S_NACCEPT] += naccept
-    stats[S_NREJECT] += nreject
-    stats[S_NOUT] = iout
-    fstats[FS_T] = t
-    fstats[FS_H] = fail_h
-    fstats[FS_HNEXT] = h
-    return rec_t, rec_h, step, ck_i, ck_z, n_ck
+            break
+    fv[V_T] = t
+    fv[V_H] = h
+    fv[V_ERROLD] = errold
+    fv[V_FAIL_H] = fail_h
+    iv[C_STEP] = step
+    iv[C_IOUT] = iout
+    iv[C_NFEV] = nfev
+    iv[C_NACCEPT] = naccept
+    iv[C_NREJECT] = nreject
+    iv[C_STATUS] = status
+    iv[C_NCK] = n_ck
+    iv[C_EVERY] = every
+    iv[C_REJECTED] = 1 if rejected else 0
+    iv[C_LAST_NONFINITE] = 1 if last_nonfinite else 0
 
 
-@njit(cache=True)
-def solve_forward(
-    t0,
-    t1,
-    z0,
-    p,
-    n,
-    aux,
-    A,
-    b,
-    c,
-    e,
-    P,
-    Ax,
-    cx,
-    iopt,
-    fopt,
-    atol,
-    grid,
-    t_out,
-    z_out,
-    stats,
-    fstats,
-    record,
-    max_ck,
-):
+@njit(cache=True, fastmath=FMA)
+def integrate(
+    kind, method, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
+    record, max_ck,
+):  # fmt: skip
+    """Integrate dz/dt = F_kind(t, z) from t0 to t1 with one explicit RK method.
+
+    Adaptive methods use a PI controller; fixed-step methods step on ``grid``. Writes
+    z at each ``t_out`` (monotone in the direction of integration) into ``z_out``
+    through the method's dense output. ``record`` (RECORD_*) returns the accepted
+    steps: ``(rec_t, rec_h, nsteps, ck_i, ck_z, n_ck, ck_k)``, start times and sizes,
+    and checkpoints (step index, state at the step's start, and with RECORD_STAGES
+    the step's stages), thinned to at most ``max_ck`` for RECORD_CHECKPOINTS.
+    """
+    A, b, c, e, P, Ax, cx = tableau(method)
+    s = A.shape[0]
+    S = s + 1 + Ax.shape[0]
+    nz = state_size(kind)
+    T = t_out.size
+    direction = 1.0 if t1 >= t0 else -1.0
+
+    k = np.empty((S, nz), z0.dtype)
+    z = np.empty(nz, z0.dtype)
+    for m in range(nz):
+        z[m] = z0[m]
+    ztmp = np.empty(nz, z0.dtype)
+    znew = np.empty(nz, z0.dtype)
+    work = np.zeros(work_size())
+    bth = np.empty(S)
+
+    cap = 64 if record != RECORD_NONE else 1
+    rec_t = np.empty(cap)
+    rec_h = np.empty(cap)
+    ck_cap = min(cap, max_ck) if record == RECORD_CHECKPOINTS else cap
+    ck_i = np.empty(ck_cap, np.int64)
+    ck_z = np.empty((ck_cap, nz), z0.dtype)
+    ck_k = np.empty((cap if record == RECORD_STAGES else 1, S, nz), z0.dtype)
+
+    fv = np.zeros(4)
+    iv = np.zeros(10, np.int64)
+    fv[V_T] = t0
+    fv[V_ERROLD] = 1e-4
+    iv[C_EVERY] = 1
+    evaluate(kind, method, t0, z, p, aux, work, k, 0)
+    iv[C_NFEV] = 1
+    iout = 0
+    while iout < T and t_out[iout] == t0:
+        for m in range(nz):
+            z_out[iout, m] = z[m]
+        iout += 1
+    iv[C_IOUT] = iout
+    if not finite_row(k, 0) or not np.all(np.isfinite(z)):
+        iv[C_STATUS] = NONFINITE
+    else:
+        if adaptive_steps(method, grid):
+            h = fopt[F_H0]
+            if h <= 0.0:
+                h = initial_step(
+                    kind, method, t0, z, p, aux, work, direction, fopt[F_RTOL], atol,
+                    iopt[I_NERR], ztmp, k,
+                )  # fmt: skip
+                iv[C_NFEV] += 1
+            fv[V_H] = min(h, abs(t1 - t0))
+        while True:
+            advance(
+                kind, method, t1, z, p, aux, iopt, fopt, atol, grid, t_out, z_out, k, ztmp,
+                znew, work, bth, fv, iv, record, max_ck, rec_t, rec_h, ck_i, ck_z, ck_k,
+            )  # fmt: skip
+            if iv[C_STATUS] != RUNNING:
+                break
+            # grow the full record buffers, then go on
+            step = iv[C_STEP]
+            if step + 2 > rec_t.size:
+                rec_t = grow(rec_t, 2 * rec_t.size)
+                rec_h = grow(rec_h, 2 * rec_h.size)
+            n_ck = iv[C_NCK]
+            if n_ck >= ck_i.size:
+                size = 2 * ck_i.size if record == RECORD_STAGES else min(2 * ck_i.size, max_ck)
+                ck_i = grow(ck_i, size)
+                ck_z = grow_rows(ck_z, size)
+                if record == RECORD_STAGES:
+                    ck_k = grow_3d(ck_k, size)
+    step = iv[C_STEP]
+    if record != RECORD_NONE:
+        rec_t[step] = fv[V_T]
+    stats[S_STATUS] = iv[C_STATUS]
+    stats[S_NFEV] += iv[C_NFEV]
+    stats[S_NACCEPT] += iv[C_NACCEPT]
+    stats[S_NREJECT] += iv[C_NREJECT]
+    stats[S_NOUT] = iv[C_IOUT]
+    fstats[FS_T] = fv[V_T]
+    fstats[FS_H] = fv[V_FAIL_H]
+    fstats[FS_HNEXT] = fv[V_H]
+    return rec_t, rec_h, step, ck_i, ck_z, iv[C_NCK], ck_k
+
+
+@njit(cache=True, fastmath=FMA)
+def solve_forward(method, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, stats, fstats):
     """The plain forward solve: ``integrate`` specialized for FORWARD dynamics."""
-    return integrate(
-        FORWARD, t0, t1, z0, p, n, aux, A, b, c, e, P, Ax, cx, iopt, fopt, atol, grid, t_out, z_out,
-        stats, fstats, record, max_ck,
+    integrate(
+        FORWARD, method, t0, t1, z0, p, empty_aux(z0), iopt, fopt, atol, grid, t_out, z_out,
+        stats, fstats, dyn(RECORD_NONE), dyn(2),
     )  # fmt: skip
 
 
-@njit(cache=True)
-def find_step(ts, nsteps, t):
-    """Index j of the step [ts[j], ts[j+1]] holding t (ts monotone, either direction)."""
-    direction = 1.0 if ts[nsteps] >= ts[0] else -1.0
-    lo = 0
-    hi = nsteps - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if direction * (t - ts[mid]) >= 0:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+@njit(cache=True, fastmath=FMA)
+def solve_dense(method, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, stats, fstats):
+    """The forward solve keeping every step's start (time, size, state) for dense output."""
+    return integrate(
+        FORWARD, method, t0, t1, z0, p, empty_aux(z0), iopt, fopt, atol, grid, t_out, z_out,
+        stats, fstats, dyn(RECORD_CHECKPOINTS), dyn(1 << 62),
+    )  # fmt: skip
 
 
-@njit(cache=True)
-def step_data(kind, t, z, h, p, n, aux, work, A, b, c, Ax, cx, fsal, k, ztmp, znew):
+@njit(cache=True, fastmath=FMA)
+def step_data(kind, method, t, z, h, p, aux, work, k, ztmp, znew):
     """Recompute one step's stages k[0..s] (k[s] = F at the step's end) and any extra
-    dense-output stages from the step's start."""
-    s = A.shape[0]
-    evaluate(kind, t, z, p, n, aux, work, k[0])
-    rk_stages(kind, t, z, h, p, n, aux, work, A, c, k, ztmp)
-    rk_combine(z, h, b, b, k, znew, ztmp)
-    if fsal:
-        copy_row(k, s, s - 1)
-    else:
-        evaluate_row(kind, t + h, znew, p, n, aux, work, k, s)
-    extra_stages(kind, t, z, h, p, n, aux, work, Ax, cx, k, ztmp)
+    dense-output stages from the step's start. Returns the number of evaluations."""
+    evaluate(kind, method, t, z, p, aux, work, k, 0)
+    nfev = 1 + step_stages(kind, method, t, z, h, p, aux, work, k, ztmp, znew)
+    return nfev + step_end(kind, method, t, z, h, znew, p, aux, work, k, ztmp)
 
 
-@njit(cache=True)
-def dense_query(tq, ts, hs, zs, p, n, A, b, c, P, Ax, cx, fsal, out):
+@njit(cache=True, fastmath=FMA)
+def dense_query(method, tq, ts, hs, zs, p, out):
     """Evaluate the dense output of a recorded forward solve at the times tq."""
-    s = A.shape[0]
+    A = tableau(method)[0]
+    S = A.shape[0] + 1 + tableau(method)[5].shape[0]
     nsteps = hs.size
     nz = zs.shape[1]
-    k = np.empty((s + 1 + Ax.shape[0], nz), zs.dtype)
+    k = np.empty((S, nz), zs.dtype)
     ztmp = np.empty(nz, zs.dtype)
     znew = np.empty(nz, zs.dtype)
-    work = np.zeros(work_size(n, p.size, s))
-    bth = np.empty(k.shape[0])
-    aux = empty_aux(n)
+    work = np.zeros(work_size())
+    bth = np.empty(S)
+    aux = empty_aux(zs)
     last = -1
     for q in range(tq.size):
         j = find_step(ts, nsteps, tq[q])
         if j != last:
-            step_data(
-                FORWARD, ts[j], zs[j], hs[j], p, n, aux, work, A, b, c, Ax, cx, fsal, k, ztmp, znew
-            )
+            step_data(FORWARD, method, ts[j], zs[j], hs[j], p, aux, work, k, ztmp, znew)
             last = j
-        dense_eval((tq[q] - ts[j]) / hs[j], hs[j], zs[j], k, P, bth, out[q])
+        dense_out(FORWARD, method, (tq[q] - ts[j]) / hs[j], hs[j], zs[j], k, bth, out, q)

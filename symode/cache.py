@@ -70,6 +70,10 @@ def _kernel_sources() -> dict[str, str]:
     files = {p.name: p.read_text() for p in sorted(d.glob("*.py")) if p.name != "__init__.py"}
     if not files:
         raise FileNotFoundError(f"symode's engine sources were not found in {d}")
+    from .codegen import generate_entries_source
+    from .tableaus import METHOD_IDS
+
+    files["_entries.py"] = generate_entries_source(len(METHOD_IDS))
     return files
 
 

@@ -185,7 +185,6 @@ def compute_gradient(
     batol = np.full(nz_b, float(b_atol))
     if mode == 0:
         batol[:n] = atol_f[:n]
-    A, b, c, e, P, Ax, cx = m.arrays
     # None: a single segment (the whole forward pass recomputed once, all its stages kept);
     # K: at most K checkpoints, the backward pass recomputing one segment at a time
     max_ck = 1 if checkpoints is None else int(checkpoints)
@@ -196,18 +195,17 @@ def compute_gradient(
     ST_B = np.zeros((B, 5), np.int64)
     VALUE = np.zeros((B, 1))
     Y_OUT = np.full((B, T, n), np.nan, dtype)
-    adj = model._module("adjoint")
-    args = (mode, t0, t1)
-    rest = (t_eval, cot, data_a, use_loss, A, b, c, e, P, Ax, cx, iopt, fopt, atol_f, g, biopt)
+    entries = model._module("_entries")
     if batched:
-        adj.gradient_ensemble(
-            *args, y0, params, *rest, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT
-        )
+        getattr(entries, f"gradient_ensemble_{m.id}")(
+            mode, t0, t1, y0, params, t_eval, cot, data_a, use_loss, iopt, fopt, atol_f, g,
+            biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+        )  # fmt: skip
     else:
-        adj.gradient(
-            *args, y0, params, t_eval, cot[0], data_a[0], use_loss, A, b, c, e, P, Ax, cx,
-            iopt, fopt, atol_f, g, biopt, bfopt.copy(), batol, max_ck, GY0[0], GP[0], ST_F[0],
-            ST_B[0], VALUE[0], Y_OUT[0],
+        getattr(entries, f"gradient_{m.id}")(
+            mode, t0, t1, y0, params, t_eval, cot[0], data_a[0], use_loss, iopt, fopt, atol_f,
+            g, biopt, bfopt.copy(), batol, max_ck, GY0[0], GP[0], ST_F[0], ST_B[0], VALUE[0],
+            Y_OUT[0],
         )  # fmt: skip
     codes = np.where(ST_F[:, 0] != 0, ST_F[:, 0], ST_B[:, 0])
     msgs = [

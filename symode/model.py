@@ -18,7 +18,7 @@ from .cache import load_generated
 from .codegen import generate_numba_source
 from .errors import IntegrationError, NonFiniteInputError, ShapeError, Status
 from .system import Loss, ODESystem
-from .tableaus import ButcherTableau, get_tableau
+from .tableaus import METHOD_IDS, ButcherTableau, get_tableau
 
 __all__ = ["Model", "Solution", "compile_system"]
 
@@ -67,9 +67,7 @@ class _Method:
 
     def __init__(self, tab: ButcherTableau, dtype):
         self.tableau = tab
-        A, b, c, e, P = tab.arrays(np.float64)
-        Ax, cx = tab.extra_arrays(np.float64)
-        self.arrays = (A, b, c, e, P, Ax, cx)
+        self.id = METHOD_IDS[tab.name]  # the engine compiles each method's tableau in
         self.fsal = bool(tab.fsal)
         self.adaptive = bool(tab.adaptive)
         self.err_order = int(tab.error_order or tab.order)
@@ -81,9 +79,11 @@ def _method(name: str) -> _Method:
     return _Method(get_tableau(name), np.float64)
 
 
-def _as_float_array(x, name: str, dtype) -> np.ndarray:
+def _as_float_array(x, name: str, dtype, copy: bool = True) -> np.ndarray:
+    """x as a C-contiguous array of dtype (a copy unless ``copy`` is False and x already
+    is one: the kernels never write their inputs), checked to be finite."""
     try:
-        a = np.array(x, dtype=dtype)
+        a = np.array(x, dtype=dtype, order="C", copy=copy or None)
     except (TypeError, ValueError) as err:
         raise ShapeError(f"{name} must be an array of numbers: {err}") from None
     if not np.isfinite(a).all():
@@ -124,8 +124,10 @@ class Model:
     # -- input handling ---------------------------------------------------------------
     def _inputs(self, y0, params, dtype):
         n, n_p = self.system.n_states, self.system.n_params
-        y0 = _as_float_array(y0, "y0", dtype)
-        params = _as_float_array(params if params is not None else [], "params", np.float64)
+        y0 = _as_float_array(y0, "y0", dtype, copy=False)
+        params = _as_float_array(
+            params if params is not None else [], "params", np.float64, copy=False
+        )
         if y0.ndim not in (1, 2) or y0.shape[-1] != n:
             raise ShapeError(f"y0 must have shape ({n},) or (B, {n}); got {y0.shape}")
         if params.ndim not in (1, 2) or params.shape[-1] != n_p:
@@ -148,7 +150,7 @@ class Model:
 
     @staticmethod
     def _times(t_eval, t_span):
-        t_eval = _as_float_array(t_eval, "t_eval", np.float64)
+        t_eval = _as_float_array(t_eval, "t_eval", np.float64, copy=False)
         if t_eval.ndim != 1:
             raise ShapeError(f"t_eval must be 1-D, got shape {t_eval.shape}")
         if t_span is None:
@@ -160,8 +162,9 @@ class Model:
         if t0 == t1:
             raise ShapeError("the integration interval is empty (t0 == t1)")
         direction = 1.0 if t1 > t0 else -1.0
-        d = np.diff(t_eval) * direction
-        if (d <= 0).any():
+        if t_eval.size > 1 and not (
+            (t_eval[1:] > t_eval[:-1]).all() if direction > 0 else (t_eval[1:] < t_eval[:-1]).all()
+        ):
             raise ShapeError("t_eval must be strictly monotone in the direction of integration")
         if t_eval.size and ((t_eval[0] - t0) * direction < 0 or (t_eval[-1] - t1) * direction > 0):
             raise ShapeError(f"t_eval must lie inside t_span [{t0}, {t1}]")
@@ -169,12 +172,9 @@ class Model:
 
     @staticmethod
     def _grid(method: _Method, t0, t1, dt, grid):
-        if method.adaptive:
-            if dt is not None or grid is not None:
-                raise ValueError(
-                    f"method {method.tableau.name!r} is adaptive: it takes rtol/atol (and h0 "
-                    "for the first step), not dt or grid"
-                )
+        """The fixed step times, or an empty grid: adaptive steps. An adaptive method
+        given ``dt`` or ``grid`` takes those steps without error control."""
+        if method.adaptive and dt is None and grid is None:
             return np.empty(0)
         if grid is not None:
             g = _as_float_array(grid, "grid", np.float64)
@@ -218,9 +218,7 @@ class Model:
             raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
         if beta is None:
             beta = 0.2 / (method.err_order + 1)  # Hairer's DOPRI5: 0.04 for a 5(4) pair
-        iopt = np.array(
-            [method.fsal, method.adaptive, method.err_order, max_steps, nerr or nz], np.int64
-        )
+        iopt = np.array([max_steps, nerr or nz], np.int64)
         fopt = np.array([rtol, h0 or 0.0, dt_min, 0.9, 0.2, 10.0, beta], np.float64)
         return iopt, fopt, atol_a
 
@@ -257,7 +255,8 @@ class Model:
         params : (p,) or (B, p) array
         method : str
             "euler", "midpoint", "heun", "rk4" (fixed step: give ``dt`` or ``grid``),
-            "bosh3", "dopri5", "tsit5", "dopri8" (adaptive: ``rtol``, ``atol``).
+            "bosh3", "dopri5", "tsit5", "dopri8" (adaptive: ``rtol``, ``atol``; given
+            ``dt`` or ``grid`` they take those fixed steps, without error control).
         rtol, atol : float, atol may be per component (n,)
             Error per step ≤ atol + rtol·|y| in the RMS norm (HNW I, II.4).
         dt, grid : fixed-step size, or the exact step times
@@ -291,9 +290,7 @@ class Model:
         g = self._grid(m, t0, t1, dt, grid)
         n = self.system.n_states
         iopt, fopt, atol_a = self._options(m, n, dtype, rtol, atol, max_steps, dt_min, h0, beta, n)
-        A, b, c, e, P, Ax, cx = m.arrays
-        aux = _empty_aux(n, m.tableau.stages)
-        integ = self._module("integrate")
+        entries = self._module("_entries")
         T = t_eval.size
         if batched:
             if dense:
@@ -302,30 +299,28 @@ class Model:
             Y = np.full((B, T, n), np.nan, dtype)
             stats = np.zeros((B, 5), np.int64)
             fstats = np.zeros((B, 3))
-            self._module("ensemble").solve_ensemble(
-                t0, t1, y0, params, aux, A, b, c, e, P, Ax, cx, iopt, fopt, atol_a, g, t_eval, Y,
-                stats, fstats,
-            )  # fmt: skip
+            getattr(entries, f"solve_ensemble_{m.id}")(
+                t0, t1, y0, params, iopt, fopt, atol_a, g, t_eval, Y, stats, fstats
+            )
             codes = stats[:, 0].copy()
             msgs = _messages(stats, fstats)
             failed = tuple(int(i) for i in np.flatnonzero(codes))
             st = {"nfev": stats[:, 1], "naccept": stats[:, 2], "nreject": stats[:, 3]}
-            sol = Solution(t_eval, Y, st, codes, msgs, None, failed)
+            sol = Solution(t_eval.copy(), Y, st, codes, msgs, None, failed)
         else:
             Y = np.full((T, n), np.nan, dtype)
             stats = np.zeros(5, np.int64)
             fstats = np.zeros(3)
-            rec = integ.solve_forward(
-                t0, t1, y0, params, n, aux, A, b, c, e, P, Ax, cx, iopt, fopt, atol_a,
-                g, t_eval, Y, stats, fstats, int(dense), 1 << 62,
-            )  # fmt: skip
+            kernel = getattr(entries, f"solve_{'dense' if dense else 'forward'}_{m.id}")
+            rec = kernel(t0, t1, y0, params, iopt, fopt, atol_a, g, t_eval, Y, stats, fstats)
+            nfev, naccept, nreject = stats[1:4].tolist()
             code = Status(int(stats[0]))
-            msg = _messages(stats[None], fstats[None])[0]
-            st = {"nfev": int(stats[1]), "naccept": int(stats[2]), "nreject": int(stats[3])}
+            msg = _SUCCESS_MESSAGE if not code else code.describe(fstats[0], fstats[1])
+            st = {"nfev": nfev, "naccept": naccept, "nreject": nreject}
             interp = None
             if dense:
                 interp = DenseSolution(self, m, params, rec, t0, t1)
-            sol = Solution(t_eval, Y, st, code, msg, interp, (0,) if code else ())
+            sol = Solution(t_eval.copy(), Y, st, code, msg, interp, (0,) if code else ())
         if throw and sol.failed:
             which = "" if not batched else f" (trajectories {list(sol.failed)[:10]})"
             first = sol.message if not batched else sol.message[sol.failed[0]]
@@ -401,11 +396,6 @@ class Model:
         return g.value, np.concatenate([np.atleast_1d(parts[w]) for w in wrt], axis=-1)
 
 
-def _empty_aux(n: int, s: int):
-    """The placeholder ``aux`` of kernels/integrate.py ``empty_aux`` (same types)."""
-    return (np.zeros((1, n)), np.zeros((1, 1, n)), np.zeros(2), np.ones(1), np.zeros((1, 1)))
-
-
 class DenseSolution:
     """The continuous solution of one trajectory: ``sol(t)`` for any t in the span.
 
@@ -414,7 +404,7 @@ class DenseSolution:
     """
 
     def __init__(self, model: Model, method: _Method, params, rec, t0, t1):
-        rec_t, rec_h, nsteps, ck_i, ck_z, n_ck = rec
+        rec_t, rec_h, nsteps, ck_i, ck_z, n_ck, _ = rec
         self._model, self._method, self._params = model, method, params
         self.ts = rec_t[: nsteps + 1].copy()
         self._h = rec_h[:nsteps].copy()
@@ -429,25 +419,10 @@ class DenseSolution:
         if self._h.size == 0 or ((flat < lo) | (flat > hi)).any() or not np.isfinite(flat).all():
             covered = "no step" if self._h.size == 0 else f"[{lo}, {hi}] only"
             raise ValueError(f"the dense solution covers {covered}")
-        integ = self._model._module("integrate")
-        A, b, c, e, P, Ax, cx = self._method.arrays
-        n = self._model.system.n_states
+        entries = self._model._module("_entries")
         out = np.empty((flat.size, self._z.shape[1]), self._z.dtype)
-        integ.dense_query(
-            flat,
-            self.ts,
-            self._h,
-            self._z,
-            self._params,
-            n,
-            A,
-            b,
-            c,
-            P,
-            Ax,
-            cx,
-            self._method.fsal,
-            out,
+        getattr(entries, f"dense_query_{self._method.id}")(
+            flat, self.ts, self._h, self._z, self._params, out
         )
         return out.reshape(t.shape + (out.shape[1],))
 

@@ -69,7 +69,7 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["ButcherTableau", "TABLEAUS", "get_tableau"]
+__all__ = ["METHOD_IDS", "ButcherTableau", "TABLEAUS", "get_tableau", "kernel_tables"]
 
 _ZERO = Fraction(0)
 _ONE = Fraction(1)
@@ -1072,3 +1072,23 @@ def get_tableau(name: str) -> ButcherTableau:
     except (KeyError, TypeError):
         valid = ", ".join(repr(k) for k in TABLEAUS)
         raise ValueError(f"unknown Runge-Kutta method {name!r}; valid names: {valid}") from None
+
+
+METHOD_IDS: dict[str, int] = {name: i for i, name in enumerate(TABLEAUS)}
+"""The number of each method in the compiled engine (see :func:`kernel_tables`)."""
+
+
+def kernel_tables():
+    """Every tableau in the layout of the compiled engine, indexed by :data:`METHOD_IDS`.
+
+    Returns ``(tables, fsal, adaptive, err_order)``: ``tables[k] = (A, b, c, e, P, Ax,
+    cx)`` as float64 arrays (see :meth:`ButcherTableau.arrays` and
+    :meth:`ButcherTableau.extra_arrays`) and one flag or order per method. The engine
+    keeps them as module globals, which numba compiles in as constants.
+    """
+    tabs = list(TABLEAUS.values())
+    tables = tuple(t.arrays(np.float64) + t.extra_arrays(np.float64) for t in tabs)
+    fsal = tuple(bool(t.fsal) for t in tabs)
+    adaptive = tuple(bool(t.adaptive) for t in tabs)
+    err_order = tuple(int(t.error_order or t.order) for t in tabs)
+    return tables, fsal, adaptive, err_order

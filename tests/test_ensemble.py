@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from symode import IntegrationError, ShapeError, Status
+from symode.tableaus import METHOD_IDS
 
 P0 = np.array([1.5, 1.0, 3.0, 1.0])
 TS = np.linspace(0.0, 10.0, 51)
@@ -195,6 +196,6 @@ def test_batched_inputs_share_one_compiled_kernel(lv_model, batch):
     Y0, Pm = batch
     for y0, p in [(Y0, Pm), (Y0, P0), (Y0[0], Pm)]:
         lv_model.solve(y0, TS, p)
-    kernel = lv_model._module("ensemble").solve_ensemble
+    kernel = getattr(lv_model._module("_entries"), f"solve_ensemble_{METHOD_IDS['dopri5']}")
     float64_sigs = [sig for sig in kernel.signatures if "float32" not in str(sig)]
     assert len(float64_sigs) == 1, [str(s[2:4]) for s in float64_sigs]

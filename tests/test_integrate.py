@@ -8,14 +8,12 @@ solution ``expm(A t) y0``) and the forced damped oscillator of ``oscillator_mode
 Convergence orders are measured as the least-squares slope of ``log(error)`` against
 ``log(dt)`` over a range of steps chosen in the asymptotic regime and well above
 rounding; every slope must lie within ``ORDER_TOL`` of the nominal order. Adaptive
-tableaus are run on fixed grids through :func:`fixed_grid`: ``Model.solve`` rightly
-refuses ``dt`` for an adaptive method, so the helper registers a copy of the tableau
-without its error estimator (:func:`fixed_step_variant`) and solves with ``grid=``.
+tableaus are run on fixed grids through :func:`fixed_grid` (``Model.solve`` with
+``grid=``: fixed steps, no error control).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import numpy as np
@@ -26,7 +24,7 @@ import sympy as sp
 
 import symode
 from symode import IntegrationError, ShapeError, Status
-from symode.tableaus import TABLEAUS, ButcherTableau, get_tableau
+from symode.tableaus import get_tableau
 
 T_SYM = sp.Symbol("t")  # the time symbol of conftest's systems
 FIXED = ["euler", "midpoint", "heun", "rk4"]
@@ -116,39 +114,29 @@ SQRT_DECAY = [0.0, -1.0]
 # -- helpers -----------------------------------------------------------------------------
 
 
-def fixed_step_variant(method: str, weights: str = "b") -> ButcherTableau:
-    """The tableau ``method`` without its error estimator, so ``Model.solve`` accepts
-    ``grid=`` for it. ``weights="b_hat"``: the embedded solution ``b - b_err`` (order
-    ``error_order``) as the propagating weights, with Hermite dense output, not FSAL (the
-    last stage is f at the order-``order`` solution, not at the embedded one)."""
-    tab = get_tableau(method)
-    if weights == "b":
-        return dataclasses.replace(tab, name=f"{method}@fixed", b_err=None, error_order=None)
-    return dataclasses.replace(
-        tab,
-        name=f"{method}@fixed-embedded",
-        b=tab.b_hat,
-        b_err=None,
-        order=tab.error_order,
-        error_order=None,
-        fsal=False,
-        dense=None,
-        dense_order=min(3, tab.error_order),
-    )
-
-
-def fixed_grid(model, method, y0, params, grid, t_eval, weights="b"):
-    """Run any tableau on the fixed ``grid`` through ``Model.solve``: its fixed-step
-    variant is registered in ``symode.TABLEAUS`` for the call (the same engine and the
-    same compiled kernel as every other solve)."""
-    tab = fixed_step_variant(method, weights)
+def fixed_grid(model, method, y0, params, grid, t_eval):
+    """Run any method on the fixed ``grid`` through ``Model.solve`` (an adaptive method
+    given ``grid=`` takes exactly those steps, without error control)."""
     grid = np.asarray(grid, dtype=np.float64)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(TABLEAUS, tab.name, tab)
-        sol = model.solve(y0, t_eval, params, method=tab.name, grid=grid, t_span=grid[[0, -1]])
+    sol = model.solve(y0, t_eval, params, method=method, grid=grid, t_span=grid[[0, -1]])
     assert sol.status == Status.SUCCESS
     assert sol.stats["naccept"] == grid.size - 1
     return sol.y
+
+
+def embedded_solution(method: str, A: np.ndarray, y0, grid) -> np.ndarray:
+    """y' = A y stepped on ``grid`` with the embedded weights b_hat = b - b_err: a plain
+    numpy Runge–Kutta loop, independent of the engine (which never propagates b_hat)."""
+    tab = get_tableau(method)
+    a = np.array(tab.a, dtype=float)
+    b_hat = np.array(tab.b_hat, dtype=float)
+    y = np.array(y0, dtype=float)
+    for h in np.diff(grid):
+        k = np.zeros((tab.stages, y.size))
+        for i in range(tab.stages):
+            k[i] = A @ (y + h * (a[i, :i] @ k[:i]))
+        y = y + h * (b_hat @ k)
+    return y
 
 
 def slope(hs, errs):
@@ -230,13 +218,10 @@ def test_adaptive_tableau_order_on_fixed_grid(request, method, problem):
     assert abs(order - get_tableau(method).order) < ORDER_TOL, (order, errs)
 
 
-def test_fixed_grid_helper_mirrors_solve(linear_model):
-    """The fixed-step variants are the same methods: rk4 through the helper is bit for bit
-    the public result, and replaying an adaptive solve's accepted steps reproduces it."""
-    g = np.linspace(0.0, T_END, 41)
+def test_adaptive_method_on_a_grid_replays_its_adaptive_steps(linear_model):
+    """An adaptive method on a grid is the same stepper: replaying an adaptive solve's
+    accepted steps as a grid reproduces it (to rounding of the step times)."""
     ts = np.linspace(0.0, T_END, 9)
-    public = linear_model.solve(LIN_Y0, ts, LIN_P, method="rk4", grid=g)
-    assert np.array_equal(fixed_grid(linear_model, "rk4", LIN_Y0, LIN_P, g, ts), public.y)
     for method in ADAPTIVE:
         sol = linear_model.solve(LIN_Y0, ts, LIN_P, method=method, rtol=1e-7, dense=True)
         replay = fixed_grid(linear_model, method, LIN_Y0, LIN_P, sol.sol.ts, ts)
@@ -252,9 +237,8 @@ def test_embedded_solution_order(linear_model, method):
     ref = lin_exact(T_END)[0]
     errs = []
     for N in Ns:
-        g = np.linspace(0, T_END, N + 1)
-        y = fixed_grid(linear_model, method, LIN_Y0, LIN_P, g, [T_END], weights="b_hat")
-        errs.append(np.abs(y[-1] - ref).max())
+        y = embedded_solution(method, lin_matrix(), LIN_Y0, np.linspace(0, T_END, N + 1))
+        errs.append(np.abs(y - ref).max())
     order = slope(T_END / Ns, errs)
     assert abs(order - tab.error_order) < ORDER_TOL, (order, errs)
 
@@ -511,10 +495,12 @@ def test_fixed_steps_on_dt_or_user_grid(oscillator_model):
     # misuse
     with pytest.raises(ValueError):
         oscillator_model.solve(OSC_Y0, ts, OSC_P, method="rk4")
-    with pytest.raises(ValueError):
-        oscillator_model.solve(OSC_Y0, ts, OSC_P, method="dopri5", dt=0.1)
-    with pytest.raises(ValueError):
-        oscillator_model.solve(OSC_Y0, ts, OSC_P, method="dopri5", grid=grid)
+    # an adaptive method given dt or grid takes exactly those steps (no error control)
+    fixed = oscillator_model.solve(OSC_Y0, ts, OSC_P, method="dopri5", dt=0.05)
+    assert fixed.stats == {"nfev": 6 * 80 + 1, "naccept": 80, "nreject": 0}
+    on_grid = oscillator_model.solve(OSC_Y0, ts, OSC_P, method="dopri5", grid=grid)
+    np.testing.assert_allclose(on_grid.y, fixed.y, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(fixed.y, osc_exact(ts), atol=1e-8)
     with pytest.raises(ShapeError):
         oscillator_model.solve(OSC_Y0, ts, OSC_P, method="rk4", grid=grid[:-1])
     with pytest.raises(ShapeError):
