@@ -54,10 +54,9 @@ from .integrate import (
     dyn,
     empty_aux,
     integrate,
+    replay,
     stage_input,
-    step_data,
     tableau,
-    work_size,
 )  # fmt: skip
 
 MODE_BACKSOLVE = 0
@@ -158,23 +157,6 @@ def vjp_kind(kind, t, z, p, zbar, out_z, out_p, wy, wp):
 
 
 @njit(cache=True, fastmath=FMA)
-def recompute_segment(kind, method, i0, i1, z0, rec_t, rec_h, p, aux, seg_z, seg_k, work):
-    """Re-run accepted steps i0..i1-1 from z0: each step's start state and stages,
-    including the extra dense-output stages."""
-    nz = z0.size
-    for m in range(nz):
-        seg_z[0, m] = z0[m]
-    ztmp = np.empty(nz, z0.dtype)
-    nfev = 0
-    for i in range(i0, i1):
-        r = i - i0
-        nfev += step_data(
-            kind, method, rec_t[i], seg_z[r], rec_h[i], p, aux, work, seg_k[r], ztmp, seg_z[r + 1]
-        )
-    return nfev
-
-
-@njit(cache=True, fastmath=FMA)
 def gradient(
     method, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
     bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
@@ -183,7 +165,8 @@ def gradient(
 
     Also writes the forward solution at t_obs into y_out (T, n) and L into value[0].
     ``max_ck`` = 1 records every step's stages on the forward pass (one segment, no
-    recomputation); K > 1 keeps at most K checkpoints and recomputes segment by segment.
+    recomputation); K > 1 keeps at most K checkpoints of the step loop and replays one
+    segment at a time: memory O(K + steps/K).
     """
     n = N_STATES
     n_p = N_PARAMS
@@ -200,7 +183,6 @@ def gradient(
         gy0[j] = 0.0
     for q in range(n_p):
         gp[q] = 0.0
-    work = np.zeros(work_size())
     wy = np.zeros(n)
     wp = np.zeros(n_p)
     total = 0.0
@@ -254,7 +236,7 @@ def gradient(
         record = RECORD_STAGES
     else:
         record = RECORD_CHECKPOINTS
-    rec_t, rec_h, nsteps, ck_i, ck_z, n_ck, ck_k = integrate(
+    rec_t, rec_h, nsteps, ck_i, ck_z, n_ck, ck_k, ck_f = integrate(
         kind_f, method, t0, t1, z0, p, aux0, iopt, fopt, atol, grid, t_obs, Zf, st_f, fst,
         record, max_ck,
     )  # fmt: skip
@@ -297,6 +279,8 @@ def gradient(
     S = s + 1 + n_extra  # stages, f1, extra dense-output stages
     if record == RECORD_STAGES:
         n_seg = 1
+        seg_t = rec_t
+        seg_h = rec_h
         seg_z = ck_z
         seg_k = ck_k
     else:
@@ -305,8 +289,10 @@ def gradient(
         for q in range(n_ck):
             end = ck_i[q + 1] if q + 1 < n_ck else nsteps
             max_seg = max(max_seg, end - ck_i[q])
+        seg_t = np.empty(max_seg + 1)
+        seg_h = np.empty(max_seg + 1)
         seg_z = np.empty((max_seg + 1, nz), y0.dtype)
-        seg_k = np.empty((max_seg, S, nz), y0.dtype)
+        seg_k = np.empty((max_seg + 1, S, nz), y0.dtype)
     bth = np.empty(S)
     io = T - 1
     if mode == MODE_CHECKPOINT:
@@ -322,20 +308,20 @@ def gradient(
         Y = np.empty(nz, y0.dtype)
     for q in range(n_seg - 1, -1, -1):
         if record == RECORD_STAGES:
-            i0 = 0
-            i1 = nsteps
+            nseg = nsteps
         else:
-            i0 = ck_i[q]
-            i1 = ck_i[q + 1] if q + 1 < n_ck else nsteps
-            st_b[S_NFEV] += recompute_segment(
-                kind_f, method, i0, i1, ck_z[q], rec_t, rec_h, p, aux0, seg_z, seg_k, work
-            )
+            stop = ck_i[q + 1] if q + 1 < n_ck else nsteps
+            nseg = stop - ck_i[q]
+            st_b[S_NFEV] += replay(
+                kind_f, method, t1, p, aux0, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f, q,
+                stop, seg_t, seg_h, seg_z, seg_k,
+            )  # fmt: skip
         if mode == MODE_CHECKPOINT:
             # [λ, μ] backwards over the whole segment, y from its steps' dense output;
             # pieces end only at observations (jumps of λ) and at the segment's start
-            aux = (seg_z, seg_k, rec_t[i0 : i1 + 1].copy(), rec_h[i0:i1].copy())
-            tcur = rec_t[i1]
-            while io >= 0 and direction * (t_obs[io] - rec_t[i0]) > 0:
+            aux = (seg_z, seg_k, seg_t[: nseg + 1].copy(), seg_h[:nseg].copy())
+            tcur = seg_t[nseg]
+            while io >= 0 and direction * (t_obs[io] - seg_t[0]) > 0:
                 backward_piece(
                     ADJOINT, method, tcur, t_obs[io], za, p, aux, biopt, bfopt, batol, grid,
                     dyn(0), st_b, fst,
@@ -346,15 +332,14 @@ def gradient(
                     za[j] += lam_y[j]
                 io -= 1
             backward_piece(
-                ADJOINT, method, tcur, rec_t[i0], za, p, aux, biopt, bfopt, batol, grid, dyn(0),
+                ADJOINT, method, tcur, seg_t[0], za, p, aux, biopt, bfopt, batol, grid, dyn(0),
                 st_b, fst,
             )  # fmt: skip
             continue
-        for i in range(i1 - 1, i0 - 1, -1):
-            r = i - i0
-            ta = rec_t[i]
-            tb = rec_t[i + 1]
-            h = rec_h[i]
+        for r in range(nseg - 1, -1, -1):
+            ta = seg_t[r]
+            tb = seg_t[r + 1]
+            h = seg_h[r]
             # outputs inside (ta, tb]: at tb it is the step's end state, else dense output
             for m in range(nz):
                 for st in range(S):
@@ -388,7 +373,7 @@ def gradient(
                 for m in range(nz):
                     kbar[s - 1, m] += kbar[s, m]
             else:
-                z_next = seg_z[r + 1] if r + 1 < i1 - i0 else seg_end(seg_z, seg_k, r, h, method)
+                z_next = seg_z[r + 1] if r + 1 < nseg else seg_end(seg_z, seg_k, r, h, method)
                 vjp_kind(kind_f, tb, z_next, p, kbar[s], oz, op, wy, wp)
                 st_b[S_NFEV] += 1
                 for m in range(nz):

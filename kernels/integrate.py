@@ -64,8 +64,9 @@ SENSITIVITY = 4  # z = [y, S_0..S_{m-1}, r], m = n_params + n
 
 # what integrate records of the accepted steps
 RECORD_NONE = 0
-RECORD_CHECKPOINTS = 1  # start times and sizes, thinned checkpoints of the state
-RECORD_STAGES = 2  # start times and sizes, every step's start state and stages
+RECORD_STEPS = 1  # every accepted step's start time, size and state (dense output)
+RECORD_STAGES = 2  # the same and every step's stages (the backward sweeps)
+RECORD_CHECKPOINTS = 3  # at most max_ck snapshots of the step loop (``replay``)
 
 # iopt / fopt layout
 I_MAX_STEPS, I_NERR = 0, 1
@@ -386,72 +387,81 @@ def grow_3d(a, size):
 
 
 @njit(cache=True, fastmath=FMA)
-def record_step(step, t, hs, z, k, record, rec_t, rec_h, ck_i, ck_z, ck_k, n_ck, every, max_ck):
-    """Record an accepted step (start time, size) and maybe a checkpoint of its start;
-    the buffers have room (``has_room``). Returns (n_ck, every).
-
-    RECORD_STAGES keeps every step's start state and stages. RECORD_CHECKPOINTS keeps
-    checkpoints at steps that are multiples of ``every``; when ``max_ck`` are held,
-    every other one is dropped and ``every`` doubles, so between max_ck/2 and max_ck
-    checkpoints cover the whole solve, whatever its (unknown) number of steps.
-    """
-    rec_t[step] = t
-    rec_h[step] = hs
-    nz = z.size
+def record_step(r, t, hs, z, k, record, rec_t, rec_h, ck_z, ck_k):
+    """Record accepted step r (of this run): start time, size and state, and with
+    RECORD_STAGES its stages. The buffers have room (``has_room``)."""
+    rec_t[r] = t
+    rec_h[r] = hs
+    for m in range(z.size):
+        ck_z[r, m] = z[m]
     if record == RECORD_STAGES:
-        ck_i[n_ck] = step
-        for m in range(nz):
-            ck_z[n_ck, m] = z[m]
         for i in range(k.shape[0]):
-            for m in range(nz):
-                ck_k[n_ck, i, m] = k[i, m]
-        return n_ck + 1, every
-    if step % every == 0:
-        if n_ck == max_ck:  # thin: keep every other checkpoint
-            kept = 0
-            for q in range(n_ck):
-                if ck_i[q] % (2 * every) == 0:
-                    ck_i[kept] = ck_i[q]
-                    for m in range(nz):
-                        ck_z[kept, m] = ck_z[q, m]
-                    kept += 1
-            n_ck = kept
-            every *= 2
-        if step % every == 0:
-            ck_i[n_ck] = step
-            for m in range(nz):
-                ck_z[n_ck, m] = z[m]
-            n_ck += 1
-    return n_ck, every
+            for m in range(z.size):
+                ck_k[r, i, m] = k[i, m]
 
 
 @njit(cache=True, fastmath=FMA)
-def has_room(record, step, n_ck, max_ck, rec_t, ck_i):
-    """Whether the record buffers can take one more accepted step."""
+def snapshot(step, t, h, errold, z, k, ck_i, ck_z, ck_k, ck_f, n_ck, every, max_ck):
+    """A checkpoint of the step loop as it starts step ``step``: everything ``replay``
+    needs to take the same steps again (t, the next step size, the controller's memory,
+    z and k[0]). Kept at steps that are multiples of ``every``; when ``max_ck`` are
+    held, every other one is dropped and ``every`` doubles, so between max_ck/2 and
+    max_ck checkpoints cover the whole solve, whatever its (unknown) number of steps.
+    Returns (n_ck, every)."""
+    if step % every != 0:
+        return n_ck, every
+    nz = z.size
+    if n_ck == max_ck:  # thin: keep every other checkpoint
+        kept = 0
+        for q in range(n_ck):
+            if ck_i[q] % (2 * every) == 0:
+                ck_i[kept] = ck_i[q]
+                for m in range(nz):
+                    ck_z[kept, m] = ck_z[q, m]
+                    ck_k[kept, 0, m] = ck_k[q, 0, m]
+                for j in range(3):
+                    ck_f[kept, j] = ck_f[q, j]
+                kept += 1
+        n_ck = kept
+        every *= 2
+        if step % every != 0:
+            return n_ck, every
+    ck_i[n_ck] = step
+    for m in range(nz):
+        ck_z[n_ck, m] = z[m]
+        ck_k[n_ck, 0, m] = k[0, m]
+    ck_f[n_ck, 0] = t
+    ck_f[n_ck, 1] = h
+    ck_f[n_ck, 2] = errold
+    return n_ck + 1, every
+
+
+@njit(cache=True, fastmath=FMA)
+def has_room(record, r, n_ck, max_ck, rec_t, ck_i):
+    """Whether the record buffers can take one more accepted step (r of this run)."""
     if record == RECORD_NONE:
         return True
-    if step + 2 > rec_t.size:
-        return False
-    if record == RECORD_STAGES:
-        return n_ck < ck_i.size
-    return n_ck < ck_i.size or n_ck >= max_ck
+    if record == RECORD_CHECKPOINTS:
+        return n_ck < ck_i.size or n_ck >= max_ck
+    return r + 2 <= rec_t.size
 
 
 # the step loop's scalar state between calls of ``advance`` (float and int parts)
 V_T, V_H, V_ERROLD, V_FAIL_H = 0, 1, 2, 3
 C_STEP, C_IOUT, C_NFEV, C_NACCEPT, C_NREJECT, C_STATUS = 0, 1, 2, 3, 4, 5
-C_NCK, C_EVERY, C_REJECTED, C_LAST_NONFINITE = 6, 7, 8, 9
+C_NCK, C_EVERY, C_REJECTED, C_LAST_NONFINITE, C_STEP0, C_STOP = 6, 7, 8, 9, 10, 11
+N_IV = 12
 RUNNING = -1  # status while the loop continues (advance returned for buffer space)
 
 
 @njit(cache=True, fastmath=FMA)
 def advance(
     kind, method, t1, z, p, aux, iopt, fopt, atol, grid, t_out, z_out, k, ztmp, znew, work,
-    bth, fv, iv, record, max_ck, rec_t, rec_h, ck_i, ck_z, ck_k,
+    bth, fv, iv, record, max_ck, rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
 ):  # fmt: skip
     """The step loop of ``integrate``: steps from the state in (z, k[0], fv, iv) until
-    t1, a failure, or full record buffers (status RUNNING; ``integrate`` grows them and
-    calls again). It allocates and reassigns no arrays: the arrays live in registers
+    t1, step number iv[C_STOP], a failure, or full record buffers (status RUNNING;
+    ``integrate`` grows them and calls again). It allocates and reassigns no arrays: the arrays live in registers
     and cost no reference counting per step."""
     A, b, c, e, P, Ax, cx = tableau(method)
     fsal = FSAL[method]
@@ -482,9 +492,13 @@ def advance(
     every = iv[C_EVERY]
     rejected = iv[C_REJECTED] == 1
     last_nonfinite = iv[C_LAST_NONFINITE] == 1
+    step0 = iv[C_STEP0]
+    stop = iv[C_STOP]
     status = SUCCESS
-    while direction * (t1 - t) > 0:
-        if not has_room(record, step, n_ck, max_ck, rec_t, ck_i):
+    if record == RECORD_CHECKPOINTS and step == 0 and n_ck == 0:
+        n_ck, every = snapshot(0, t, h, errold, z, k, ck_i, ck_z, ck_k, ck_f, 0, 1, max_ck)
+    while direction * (t1 - t) > 0 and step < stop:
+        if not has_room(record, step - step0, n_ck, max_ck, rec_t, ck_i):
             status = RUNNING
             break
         if adaptive:
@@ -589,10 +603,8 @@ def advance(
                         acc += bth[i] * k[i, m]
                     z_out[iout, m] = z[m] + hs * acc
             iout += 1
-        if record != RECORD_NONE:
-            n_ck, every = record_step(
-                step, t, hs, z, k, record, rec_t, rec_h, ck_i, ck_z, ck_k, n_ck, every, max_ck
-            )
+        if record == RECORD_STEPS or record == RECORD_STAGES:
+            record_step(step - step0, t, hs, z, k, record, rec_t, rec_h, ck_z, ck_k)
         t = tnew
         for m in range(nz):
             z[m] = znew[m]
@@ -600,6 +612,10 @@ def advance(
         h = hnext
         step += 1
         naccept += 1
+        if record == RECORD_CHECKPOINTS:
+            n_ck, every = snapshot(
+                step, t, h, errold, z, k, ck_i, ck_z, ck_k, ck_f, n_ck, every, max_ck
+            )
         if not adaptive and not finite_row(k, 0):
             status = NONFINITE
             fail_h = abs(hs)
@@ -629,10 +645,11 @@ def integrate(
 
     Adaptive methods use a PI controller; fixed-step methods step on ``grid``. Writes
     z at each ``t_out`` (monotone in the direction of integration) into ``z_out``
-    through the method's dense output. ``record`` (RECORD_*) returns the accepted
-    steps: ``(rec_t, rec_h, nsteps, ck_i, ck_z, n_ck, ck_k)``, start times and sizes,
-    and checkpoints (step index, state at the step's start, and with RECORD_STAGES
-    the step's stages), thinned to at most ``max_ck`` for RECORD_CHECKPOINTS.
+    through the method's dense output. Returns what ``record`` (RECORD_*) asked for:
+    ``(rec_t, rec_h, nsteps, ck_i, ck_z, n_ck, ck_k, ck_f)``: for RECORD_STEPS and
+    RECORD_STAGES every accepted step's start time, size and state (ck_z) and stages
+    (ck_k); for RECORD_CHECKPOINTS n_ck <= max_ck snapshots (step number ck_i, state
+    ck_z, first stage ck_k[:, 0], (t, h, errold) ck_f) for ``replay``.
     """
     A, b, c, e, P, Ax, cx = tableau(method)
     s = A.shape[0]
@@ -650,19 +667,25 @@ def integrate(
     work = np.zeros(work_size())
     bth = np.empty(S)
 
-    cap = 64 if record != RECORD_NONE else 1
+    steps = record == RECORD_STEPS or record == RECORD_STAGES
+    cap = 64 if steps else 1
     rec_t = np.empty(cap)
     rec_h = np.empty(cap)
-    ck_cap = min(cap, max_ck) if record == RECORD_CHECKPOINTS else cap
+    ck_cap = min(16, max_ck) if record == RECORD_CHECKPOINTS else cap
     ck_i = np.empty(ck_cap, np.int64)
     ck_z = np.empty((ck_cap, nz), z0.dtype)
-    ck_k = np.empty((cap if record == RECORD_STAGES else 1, S, nz), z0.dtype)
+    if record == RECORD_STAGES:
+        ck_k = np.empty((cap, S, nz), z0.dtype)
+    else:
+        ck_k = np.empty((ck_cap, 1, nz), z0.dtype)
+    ck_f = np.empty((ck_cap, 3))
 
     fv = np.zeros(4)
-    iv = np.zeros(10, np.int64)
+    iv = np.zeros(N_IV, np.int64)
     fv[V_T] = t0
     fv[V_ERROLD] = 1e-4
     iv[C_EVERY] = 1
+    iv[C_STOP] = 1 << 62
     evaluate(kind, method, t0, z, p, aux, work, k, 0)
     iv[C_NFEV] = 1
     iout = 0
@@ -686,24 +709,26 @@ def integrate(
         while True:
             advance(
                 kind, method, t1, z, p, aux, iopt, fopt, atol, grid, t_out, z_out, k, ztmp,
-                znew, work, bth, fv, iv, record, max_ck, rec_t, rec_h, ck_i, ck_z, ck_k,
+                znew, work, bth, fv, iv, record, max_ck, rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
             )  # fmt: skip
             if iv[C_STATUS] != RUNNING:
                 break
             # grow the full record buffers, then go on
-            step = iv[C_STEP]
-            if step + 2 > rec_t.size:
-                rec_t = grow(rec_t, 2 * rec_t.size)
-                rec_h = grow(rec_h, 2 * rec_h.size)
-            n_ck = iv[C_NCK]
-            if n_ck >= ck_i.size:
-                size = 2 * ck_i.size if record == RECORD_STAGES else min(2 * ck_i.size, max_ck)
-                ck_i = grow(ck_i, size)
+            if steps:
+                size = 2 * rec_t.size
+                rec_t = grow(rec_t, size)
+                rec_h = grow(rec_h, size)
                 ck_z = grow_rows(ck_z, size)
                 if record == RECORD_STAGES:
                     ck_k = grow_3d(ck_k, size)
+            else:
+                size = min(2 * ck_i.size, max_ck)
+                ck_i = grow(ck_i, size)
+                ck_z = grow_rows(ck_z, size)
+                ck_k = grow_3d(ck_k, size)
+                ck_f = grow_rows(ck_f, size)
     step = iv[C_STEP]
-    if record != RECORD_NONE:
+    if steps:
         rec_t[step] = fv[V_T]
     stats[S_STATUS] = iv[C_STATUS]
     stats[S_NFEV] += iv[C_NFEV]
@@ -713,7 +738,43 @@ def integrate(
     fstats[FS_T] = fv[V_T]
     fstats[FS_H] = fv[V_FAIL_H]
     fstats[FS_HNEXT] = fv[V_H]
-    return rec_t, rec_h, step, ck_i, ck_z, iv[C_NCK], ck_k
+    return rec_t, rec_h, step, ck_i, ck_z, iv[C_NCK], ck_k, ck_f
+
+
+@njit(cache=True, fastmath=FMA)
+def replay(
+    kind, method, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f, q, stop,
+    seg_t, seg_h, seg_z, seg_k,
+):  # fmt: skip
+    """Take the accepted steps ck_i[q] .. stop-1 again from checkpoint q, recording each
+    step's start time, size, state and stages in the seg_ buffers (room for them).
+    The step loop restarts in exactly the state it had, so the steps (and the rejected
+    attempts between them) are those of the forward pass, bit for bit. Returns nfev."""
+    A, b, c, e, P, Ax, cx = tableau(method)
+    S = A.shape[0] + 1 + Ax.shape[0]
+    nz = state_size(kind)
+    k = np.empty((S, nz), seg_z.dtype)
+    z = np.empty(nz, seg_z.dtype)
+    for m in range(nz):
+        z[m] = ck_z[q, m]
+        k[0, m] = ck_k[q, 0, m]
+    fv = np.zeros(4)
+    iv = np.zeros(N_IV, np.int64)
+    fv[V_T] = ck_f[q, 0]
+    fv[V_H] = ck_f[q, 1]
+    fv[V_ERROLD] = ck_f[q, 2]
+    iv[C_STEP] = ck_i[q]
+    iv[C_STEP0] = ck_i[q]
+    iv[C_STOP] = stop
+    iv[C_EVERY] = 1
+    advance(
+        kind, method, t1, z, p, aux, iopt, fopt, atol, grid, np.empty(0),
+        np.empty((0, nz), seg_z.dtype), k, np.empty(nz, seg_z.dtype), np.empty(nz, seg_z.dtype),
+        np.zeros(work_size()), np.empty(S), fv, iv, dyn(RECORD_STAGES), dyn(2), seg_t, seg_h,
+        ck_i, seg_z, seg_k, ck_f,
+    )  # fmt: skip
+    seg_t[stop - ck_i[q]] = fv[V_T]
+    return iv[C_NFEV]
 
 
 @njit(cache=True, fastmath=FMA)
@@ -728,10 +789,11 @@ def solve_forward(method, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, s
 @njit(cache=True, fastmath=FMA)
 def solve_dense(method, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, stats, fstats):
     """The forward solve keeping every step's start (time, size, state) for dense output."""
-    return integrate(
+    rec_t, rec_h, nsteps, ck_i, ck_z, n_ck, ck_k, ck_f = integrate(
         FORWARD, method, t0, t1, z0, p, empty_aux(z0), iopt, fopt, atol, grid, t_out, z_out,
-        stats, fstats, dyn(RECORD_CHECKPOINTS), dyn(1 << 62),
+        stats, fstats, dyn(RECORD_STEPS), dyn(2),
     )  # fmt: skip
+    return rec_t[: nsteps + 1].copy(), rec_h[:nsteps].copy(), ck_z[:nsteps].copy()
 
 
 @njit(cache=True, fastmath=FMA)

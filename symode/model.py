@@ -404,11 +404,8 @@ class DenseSolution:
     """
 
     def __init__(self, model: Model, method: _Method, params, rec, t0, t1):
-        rec_t, rec_h, nsteps, ck_i, ck_z, n_ck, _ = rec
         self._model, self._method, self._params = model, method, params
-        self.ts = rec_t[: nsteps + 1].copy()
-        self._h = rec_h[:nsteps].copy()
-        self._z = ck_z[:n_ck].copy()
+        self.ts, self._h, self._z = rec
         # the span actually covered: a failed solve's interpolant never extrapolates
         self.t0, self.t1 = t0, float(self.ts[-1])
 
