@@ -54,9 +54,11 @@ from .integrate import (
     dyn,
     empty_aux,
     integrate,
+    integrate_ws,
     replay,
     stage_input,
     tableau,
+    workspace,
 )  # fmt: skip
 
 MODE_BACKSOLVE = 0
@@ -65,7 +67,7 @@ MODE_DISCRETE = 2
 MODE_FORWARD = 3
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def observation_cotangent(use_loss, y, cot_i, data_i, p, out_y, gp):
     """out_y = ∂L/∂y(tᵢ); with a symbolic loss also gp += ∂φ/∂p. Returns φ."""
     n = N_STATES
@@ -80,7 +82,7 @@ def observation_cotangent(use_loss, y, cot_i, data_i, p, out_y, gp):
     return observation(y, data_i, p)
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def subgrid(grid, ta, tb):
     """Points of the monotone ``grid`` strictly between ta and tb, with ta and tb,
     ordered ta → tb; binary search (O(log steps) per piece), and points within 1e-9 of
@@ -106,7 +108,7 @@ def subgrid(grid, ta, tb):
     return out
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def add_stats(dst, src):
     dst[S_NFEV] += src[S_NFEV]
     dst[S_NACCEPT] += src[S_NACCEPT]
@@ -115,11 +117,12 @@ def add_stats(dst, src):
         dst[S_STATUS] = src[S_STATUS]
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def backward_piece(
-    kind, method, ta, tb, z, p, aux, biopt, bfopt, batol, grid, fixed_one_step, st_b, fst
+    kind, method, ta, tb, z, p, aux, biopt, bfopt, batol, grid, fixed_one_step, st_b, fst, ws
 ):
-    """Integrate the adjoint state z from ta back to tb in place; keeps the step size."""
+    """Integrate the adjoint state z from ta back to tb in place (workspace ws); keeps
+    the step size for the next piece."""
     if ta == tb:
         return
     t_out = np.array([tb])
@@ -131,9 +134,9 @@ def backward_piece(
         g = np.array([ta, tb])
     else:
         g = subgrid(grid, ta, tb)
-    integrate(
+    integrate_ws(
         kind, method, ta, tb, z, p, aux, biopt, bfopt, batol, g, t_out, z_out, st, fst,
-        dyn(RECORD_NONE), dyn(2),
+        dyn(RECORD_NONE), dyn(2), ws,
     )  # fmt: skip
     if st[S_STATUS] == SUCCESS:
         for m in range(z.size):
@@ -142,7 +145,7 @@ def backward_piece(
     add_stats(st_b, st)
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def vjp_kind(kind, t, z, p, zbar, out_z, out_p, wy, wp):
     """(out_z, out_p) = zbarᵀ ∂F/∂(z, p) for the forward kinds (with the cost channel)."""
     n = N_STATES
@@ -156,7 +159,7 @@ def vjp_kind(kind, t, z, p, zbar, out_z, out_p, wy, wp):
             out_p[q] += zbar[n] * wp[q]
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def gradient(
     method, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
     bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
@@ -250,11 +253,12 @@ def gradient(
 
     if mode == MODE_BACKSOLVE:
         za = np.zeros(2 * n + n_p, y0.dtype)
+        ws = workspace(BACKSOLVE, method, y0)
         tcur = t_obs[T - 1]  # λ = 0 after the last observation (no running cost there)
         for i in range(T - 1, -1, -1):
             backward_piece(
                 BACKSOLVE, method, tcur, t_obs[i], za, p, aux0, biopt, bfopt, batol, grid,
-                dyn(0), st_b, fst,
+                dyn(0), st_b, fst, ws,
             )  # fmt: skip
             tcur = t_obs[i]
             for j in range(n):
@@ -265,7 +269,7 @@ def gradient(
         if tcur != t0:
             backward_piece(
                 BACKSOLVE, method, tcur, t0, za, p, aux0, biopt, bfopt, batol, grid, dyn(0),
-                st_b, fst,
+                st_b, fst, ws,
             )  # fmt: skip
         for j in range(n):
             gy0[j] = za[n + j]
@@ -297,6 +301,7 @@ def gradient(
     io = T - 1
     if mode == MODE_CHECKPOINT:
         za = np.zeros(n + n_p, y0.dtype)
+        ws = workspace(ADJOINT, method, y0)
     else:
         zbar = np.zeros(nz)
         if HAS_RUNNING_COST:
@@ -324,7 +329,7 @@ def gradient(
             while io >= 0 and direction * (t_obs[io] - seg_t[0]) > 0:
                 backward_piece(
                     ADJOINT, method, tcur, t_obs[io], za, p, aux, biopt, bfopt, batol, grid,
-                    dyn(0), st_b, fst,
+                    dyn(0), st_b, fst, ws,
                 )  # fmt: skip
                 tcur = t_obs[io]
                 total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
@@ -333,7 +338,7 @@ def gradient(
                 io -= 1
             backward_piece(
                 ADJOINT, method, tcur, seg_t[0], za, p, aux, biopt, bfopt, batol, grid, dyn(0),
-                st_b, fst,
+                st_b, fst, ws,
             )  # fmt: skip
             continue
         for r in range(nseg - 1, -1, -1):
@@ -418,7 +423,7 @@ def gradient(
     value[0] = total
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def seg_end(seg_z, seg_k, r, h, method):
     """The end state of step r of a segment, z_r + h Σ b_i k_i (as the stepper made it)."""
     A, b, c, e, P, Ax, cx = tableau(method)
@@ -431,7 +436,7 @@ def seg_end(seg_z, seg_k, r, h, method):
     return out
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def running_integral(method, t0, t1, y0, p, iopt, fopt, atol, grid, st):
     """∫ g dt along the trajectory (forward-sensitivity mode's loss value)."""
     n = N_STATES
@@ -450,7 +455,7 @@ def running_integral(method, t0, t1, y0, p, iopt, fopt, atol, grid, st):
     return Z[0, n]
 
 
-@njit(cache=True, parallel=True, fastmath=FMA)
+@njit(cache=True, parallel=True, fastmath=FMA, error_model="numpy")
 def gradient_ensemble(
     method, mode, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
     bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,

@@ -10,7 +10,7 @@ from numba import njit, prange
 from .integrate import FMA, FORWARD, RECORD_NONE, dyn, empty_aux, integrate
 
 
-@njit(cache=True, parallel=True, fastmath=FMA)
+@njit(cache=True, parallel=True, fastmath=FMA, error_model="numpy")
 def solve_ensemble(
     method, t0, t1, Z0, Pm, iopt, fopt, atol, grid, t_out, Z_out, stats, fstats
 ):  # fmt: skip

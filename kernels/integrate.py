@@ -45,8 +45,10 @@ TABLES, FSAL, ADAPTIVE, ERR_ORDER = kernel_tables()
 
 # LLVM may fuse a multiply and an add into one FMA (rounded once: never less accurate).
 # Only "contract": no flag that assumes finite values (NaN detection must keep
-# working) or reorders sums. Every engine function uses it, so a step recomputed from
-# a checkpoint equals the step of the forward pass bit for bit.
+# working) or reorders sums. Every engine function uses it, so a step replayed from
+# a checkpoint equals the step of the forward pass bit for bit. error_model="numpy":
+# x / 0 gives inf or nan (caught as NONFINITE) instead of raising, so the engine has
+# no exception paths, which lets LLVM inline it and drop reference counts.
 FMA = {"contract"}
 
 # status codes: mirror symode.errors.Status
@@ -76,7 +78,7 @@ S_STATUS, S_NFEV, S_NACCEPT, S_NREJECT, S_NOUT = 0, 1, 2, 3, 4
 FS_T, FS_H, FS_HNEXT = 0, 1, 2
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def dyn(x):
     """x as a plain runtime value. Passing a literal constant straight to a jitted
     function makes numba compile a specialization for that value: wanted for the
@@ -84,19 +86,19 @@ def dyn(x):
     return x + 0
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def tableau(method):
     """(A, b, c, e, P, Ax, cx) of method number ``method`` (a literal: constants)."""
     return TABLES[method]
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def adaptive_steps(method, grid):
     """Error-controlled steps: an adaptive method without a grid of fixed steps."""
     return ADAPTIVE[method] and grid.size == 0
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def state_size(kind):
     """The size of z for each kind of dynamics (a constant for a literal kind)."""
     n = N_STATES
@@ -112,7 +114,7 @@ def state_size(kind):
     return n + m * n + m
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def empty_aux(dtype_like):
     """A placeholder for ``aux`` (the ADJOINT kind's recorded forward steps)."""
     nz = N_STATES
@@ -124,13 +126,13 @@ def empty_aux(dtype_like):
     )
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def work_size():
     """Scratch: y(t) (n), ∂g/∂y (n), ∂g/∂p (p), unit vector (p)."""
     return 2 * N_STATES + 2 * N_PARAMS
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def find_step(ts, nsteps, t):
     """Index j of the step [ts[j], ts[j+1]] holding t (ts monotone, either direction)."""
     direction = 1.0 if ts[nsteps] >= ts[0] else -1.0
@@ -145,10 +147,12 @@ def find_step(ts, nsteps, t):
     return lo
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def interpolate(method, t, aux, y):
     """y[:n] = the forward solution at t from the recorded steps aux = (z_j, k_j, t_j,
-    h_j): the method's continuous extension inside the step holding t."""
+    h_j): the method's continuous extension inside the step holding t. Inlined into
+    ``evaluate`` by numba: as a call, it cost the adjoint eight atomic reference-count
+    updates per evaluation."""
     ys, ks, ts, hs = aux
     P = tableau(method)[4]
     j = find_step(ts, hs.size, t)
@@ -168,7 +172,7 @@ def interpolate(method, t, aux, y):
         y[m] += ys[j, m]
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def evaluate(kind, method, t, z, p, aux, work, out, r):
     """out[r] = F_kind(t, z): the dynamics of every kind, written into row r.
 
@@ -192,7 +196,7 @@ def evaluate(kind, method, t, z, p, aux, work, out, r):
         sensitivity_row(t, z, p, work, out, r)
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def sensitivity_row(t, z, p, work, out, r):
     """z = [y, S_0..S_{m-1}, r]: S_k' = J S_k + ∂f/∂p_k (k < n_p, else J S_k), r_k' = dg/dp_k."""
     n = N_STATES
@@ -220,7 +224,7 @@ def sensitivity_row(t, z, p, work, out, r):
         out[r, n + m_cols * n + col] = acc
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def stage_input(method, i, z, h, k, out):
     """out = z + h Σ_j A[i, j] k_j: the input of stage i (i < s), or of extra
     dense-output stage i - s - 1 (i > s)."""
@@ -237,7 +241,7 @@ def stage_input(method, i, z, h, k, out):
         out[m] = z[m] + h * acc
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def step_stages(kind, method, t, z, h, p, aux, work, k, ztmp, znew):
     """Stages 1..s-1 of one step (k[0] = F(t, z) must be set) and znew = z + h Σ b_i k_i.
     Returns the number of evaluations."""
@@ -259,7 +263,7 @@ def step_stages(kind, method, t, z, h, p, aux, work, k, ztmp, znew):
     return s - 1
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def step_end(kind, method, t, z, h, znew, p, aux, work, k, ztmp):
     """k[s] = F(t + h, znew) (copied for FSAL methods) and the extra dense-output
     stages. Returns the number of evaluations."""
@@ -277,7 +281,7 @@ def step_end(kind, method, t, z, h, znew, p, aux, work, k, ztmp):
     return nfev
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def extra_stages(kind, method, t, z, h, p, aux, work, k, ztmp):
     """Stages a continuous extension needs beyond the step (DOP853's three), in
     k[s+1:], from the step's stages and f1 = k[s] (see ButcherTableau.extra_a)."""
@@ -294,7 +298,7 @@ def extra_stages(kind, method, t, z, h, p, aux, work, k, ztmp):
     return Ax.shape[0]
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def dense_weights(method, theta, bth):
     """bth[i] = b_i(θ) = Σ_q P[i, q] θ^(q+1) (Horner)."""
     P = tableau(method)[4]
@@ -306,7 +310,7 @@ def dense_weights(method, theta, bth):
         bth[i] = v * theta
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def dense_out(kind, method, theta, h, z, k, bth, out, row):
     """out[row] = z + h Σ_i b_i(θ) k_i: the continuous extension inside one step."""
     dense_weights(method, theta, bth)
@@ -317,7 +321,7 @@ def dense_out(kind, method, theta, h, z, k, bth, out, row):
         out[row, m] = z[m] + h * acc
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def initial_step(kind, method, t0, z0, p, aux, work, direction, rtol, atol, nerr, ztmp, k):
     """Hairer's starting step size (HNW I, II.4, p. 169), from f0 = k[0]; costs one
     evaluation (into k[1])."""
@@ -348,7 +352,7 @@ def initial_step(kind, method, t0, z0, p, aux, work, direction, rtol, atol, nerr
     return min(100.0 * h0, h1)
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def finite_row(k, r):
     for m in range(k.shape[1]):
         if not np.isfinite(k[r, m]):
@@ -356,7 +360,7 @@ def finite_row(k, r):
     return True
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def grow(a, size):
     """A copy of the 1-D array a in a larger buffer."""
     out = np.empty(size, a.dtype)
@@ -365,7 +369,7 @@ def grow(a, size):
     return out
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def grow_rows(a, size):
     """A copy of the 2-D array a with more rows."""
     out = np.empty((size, a.shape[1]), a.dtype)
@@ -375,7 +379,7 @@ def grow_rows(a, size):
     return out
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def grow_3d(a, size):
     """A copy of the 3-D array a with more entries along its first axis."""
     out = np.empty((size, a.shape[1], a.shape[2]), a.dtype)
@@ -386,7 +390,7 @@ def grow_3d(a, size):
     return out
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def record_step(r, t, hs, z, k, record, rec_t, rec_h, ck_z, ck_k):
     """Record accepted step r (of this run): start time, size and state, and with
     RECORD_STAGES its stages. The buffers have room (``has_room``)."""
@@ -400,7 +404,7 @@ def record_step(r, t, hs, z, k, record, rec_t, rec_h, ck_z, ck_k):
                 ck_k[r, i, m] = k[i, m]
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def snapshot(step, t, h, errold, z, k, ck_i, ck_z, ck_k, ck_f, n_ck, every, max_ck):
     """A checkpoint of the step loop as it starts step ``step``: everything ``replay``
     needs to take the same steps again (t, the next step size, the controller's memory,
@@ -436,7 +440,7 @@ def snapshot(step, t, h, errold, z, k, ck_i, ck_z, ck_k, ck_f, n_ck, every, max_
     return n_ck + 1, every
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def has_room(record, r, n_ck, max_ck, rec_t, ck_i):
     """Whether the record buffers can take one more accepted step (r of this run)."""
     if record == RECORD_NONE:
@@ -454,7 +458,7 @@ N_IV = 12
 RUNNING = -1  # status while the loop continues (advance returned for buffer space)
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def advance(
     kind, method, t1, z, p, aux, iopt, fopt, atol, grid, t_out, z_out, k, ztmp, znew, work,
     bth, fv, iv, record, max_ck, rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
@@ -636,10 +640,42 @@ def advance(
     iv[C_LAST_NONFINITE] = 1 if last_nonfinite else 0
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
+def workspace(kind, method, like):
+    """The step loop's arrays for one kind and method (dtype of ``like``):
+    (k, z, ztmp, znew, work, bth, fv, iv). Callers that integrate many pieces (the
+    adjoint between observations) allocate it once."""
+    A, b, c, e, P, Ax, cx = tableau(method)
+    S = A.shape[0] + 1 + Ax.shape[0]
+    nz = state_size(kind)
+    return (
+        np.empty((S, nz), like.dtype),
+        np.empty(nz, like.dtype),
+        np.empty(nz, like.dtype),
+        np.empty(nz, like.dtype),
+        np.zeros(work_size()),
+        np.empty(S),
+        np.zeros(4),
+        np.zeros(N_IV, np.int64),
+    )
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def integrate(
     kind, method, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
     record, max_ck,
+):  # fmt: skip
+    """``integrate_ws`` with a fresh workspace."""
+    return integrate_ws(
+        kind, method, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
+        record, max_ck, workspace(kind, method, z0),
+    )  # fmt: skip
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy")
+def integrate_ws(
+    kind, method, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
+    record, max_ck, ws,
 ):  # fmt: skip
     """Integrate dz/dt = F_kind(t, z) from t0 to t1 with one explicit RK method.
 
@@ -658,14 +694,9 @@ def integrate(
     T = t_out.size
     direction = 1.0 if t1 >= t0 else -1.0
 
-    k = np.empty((S, nz), z0.dtype)
-    z = np.empty(nz, z0.dtype)
+    k, z, ztmp, znew, work, bth, fv, iv = ws
     for m in range(nz):
         z[m] = z0[m]
-    ztmp = np.empty(nz, z0.dtype)
-    znew = np.empty(nz, z0.dtype)
-    work = np.zeros(work_size())
-    bth = np.empty(S)
 
     steps = record == RECORD_STEPS or record == RECORD_STAGES
     cap = 64 if steps else 1
@@ -680,8 +711,8 @@ def integrate(
         ck_k = np.empty((ck_cap, 1, nz), z0.dtype)
     ck_f = np.empty((ck_cap, 3))
 
-    fv = np.zeros(4)
-    iv = np.zeros(N_IV, np.int64)
+    fv[:] = 0.0
+    iv[:] = 0
     fv[V_T] = t0
     fv[V_ERROLD] = 1e-4
     iv[C_EVERY] = 1
@@ -741,7 +772,7 @@ def integrate(
     return rec_t, rec_h, step, ck_i, ck_z, iv[C_NCK], ck_k, ck_f
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def replay(
     kind, method, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f, q, stop,
     seg_t, seg_h, seg_z, seg_k,
@@ -777,7 +808,7 @@ def replay(
     return iv[C_NFEV]
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def solve_forward(method, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, stats, fstats):
     """The plain forward solve: ``integrate`` specialized for FORWARD dynamics."""
     integrate(
@@ -786,7 +817,7 @@ def solve_forward(method, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, s
     )  # fmt: skip
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def solve_dense(method, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, stats, fstats):
     """The forward solve keeping every step's start (time, size, state) for dense output."""
     rec_t, rec_h, nsteps, ck_i, ck_z, n_ck, ck_k, ck_f = integrate(
@@ -796,7 +827,7 @@ def solve_dense(method, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, sta
     return rec_t[: nsteps + 1].copy(), rec_h[:nsteps].copy(), ck_z[:nsteps].copy()
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def step_data(kind, method, t, z, h, p, aux, work, k, ztmp, znew):
     """Recompute one step's stages k[0..s] (k[s] = F at the step's end) and any extra
     dense-output stages from the step's start. Returns the number of evaluations."""
@@ -805,7 +836,7 @@ def step_data(kind, method, t, z, h, p, aux, work, k, ztmp, znew):
     return nfev + step_end(kind, method, t, z, h, znew, p, aux, work, k, ztmp)
 
 
-@njit(cache=True, fastmath=FMA)
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def dense_query(method, tq, ts, hs, zs, p, out):
     """Evaluate the dense output of a recorded forward solve at the times tq."""
     A = tableau(method)[0]

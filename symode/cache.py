@@ -1,9 +1,10 @@
 """The on-disk cache of generated modules.
 
 Each compiled system lives in its own directory ``<root>/numba/<key>/``: the generated
-``_dynamics.py``, a copy of the engine modules from ``kernels/`` that import it as a
-module global (so numba's ``cache=True`` can store the compiled engine in that
-directory's ``__pycache__``), and ``meta.json`` with versions, the canonical inputs and
+``_dynamics.py``, ``_entries.py`` (the engine's entry points, one per Runge–Kutta
+method, see ``codegen.generate_entries_source``), a copy of the engine modules from
+``kernels/`` that import them as module globals (so numba's ``cache=True`` can store
+the compiled engine in that directory's ``__pycache__``), and ``meta.json`` with versions, the canonical inputs and
 a SHA-256 of every file.
 
 - key = SHA-256 of the canonical expressions, backend, symode and numba versions and

@@ -87,6 +87,11 @@ def _check_printable(exprs, printer: _NumbaPrinter) -> None:
                     ) from None
 
 
+# error_model="numpy": x / 0 gives inf or nan, which the engine reports as a non-finite
+# state, rather than raising ZeroDivisionError inside a compiled loop
+_DECORATOR = '@njit(cache=True, error_model="numpy")'
+
+
 def _vector_syms(name: str, n: int, offset: str = "") -> list[sp.Symbol]:
     return [sp.Symbol(f"{name}[{offset}{i}]") for i in range(n)]
 
@@ -128,7 +133,7 @@ class _Emitter:
             body.append(f"    return {text}")
         if not body:
             body.append("    return")
-        self.lines += ["", "", "@njit(cache=True)", f"def {signature}:", *body]
+        self.lines += ["", "", _DECORATOR, f"def {signature}:", *body]
 
 
 def _zero_fill(target: str) -> tuple[str, sp.Expr]:
@@ -270,6 +275,6 @@ def generate_entries_source(n_methods: int) -> str:
     for k in range(n_methods):
         for entries in ENTRY_POINTS.values():
             for name, args in entries.items():
-                lines += ["", "", "@njit(cache=True)", f"def {name}_{k}({args}):"]
+                lines += ["", "", _DECORATOR, f"def {name}_{k}({args}):"]
                 lines += [f"    return {name}({k}, {args})"]
     return "\n".join(lines) + "\n"

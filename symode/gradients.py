@@ -8,12 +8,20 @@ Four ways to the same gradient (kernels/adjoint.py):
 "checkpoint"   continuous adjoint, y from checkpoints + dense output  O(steps), or
                                                                       O(K + steps/K)
 "backsolve"    continuous adjoint, y re-solved backwards (Chen 2018)  O(1) in steps
-"discrete"     exact gradient of the discrete solver (RK stages)      O(checkpoints)
+"discrete"     exact gradient of the discrete solver (RK stages)      O(steps), or
+                                                                      O(K + steps/K)
 "forward"      forward sensitivities S' = J S + ∂f/∂θ                 O(n (n + p))
 =============  =====================================================  ===================
 
 Backsolve is cheapest in memory but is *not recommended* on dissipative problems:
 integrating a contracting system backwards amplifies error (see the tests).
+
+``checkpoints=None`` (default): the forward pass records every accepted step's state and
+stages, O(steps · stages · n) memory and no recomputation. ``checkpoints=K``: the forward
+pass keeps at most K snapshots of the step loop (state, first stage, t, step size and
+the controller's memory), thinned as it goes; the backward pass replays one segment at
+a time, bit for bit the forward steps, so memory is O(K + steps/K) and the cost is one
+more forward pass.
 """
 
 from __future__ import annotations
@@ -185,8 +193,8 @@ def compute_gradient(
     batol = np.full(nz_b, float(b_atol))
     if mode == 0:
         batol[:n] = atol_f[:n]
-    # None: a single segment (the whole forward pass recomputed once, all its stages kept);
-    # K: at most K checkpoints, the backward pass recomputing one segment at a time
+    # None: one segment, every step's stages recorded on the forward pass;
+    # K: at most K snapshots, the backward pass replaying one segment at a time
     max_ck = 1 if checkpoints is None else int(checkpoints)
 
     GY0 = np.zeros((B, n))

@@ -345,9 +345,9 @@ class Model:
         options : method, rtol, atol, dt, grid, t_span, max_steps, h0, dtype, throw,
             adjoint_rtol, adjoint_atol (default: the forward ones), seminorm (default
             True: the μ channels are left out of backward step control, Kidger et al.
-            2021), checkpoints (default None: the forward steps are recomputed once and
-            all their stages kept, memory O(steps); an int K ≥ 2 keeps at most K
-            states and recomputes one segment at a time, memory O(K + steps/K)).
+            2021), checkpoints (default None: the forward pass records every step's
+            stages, memory O(steps); an int K ≥ 2 keeps at most K snapshots of the step
+            loop and replays one segment at a time, memory O(K + steps/K)).
 
         Returns
         -------
