@@ -4,8 +4,8 @@ Each compiled system lives in its own directory ``<root>/numba/<key>/``: the gen
 ``_dynamics.py``, ``_entries.py`` (the engine's entry points, one per Runge–Kutta
 method, see ``codegen.generate_entries_source``), a copy of the engine modules from
 ``kernels/`` that import them as module globals (so numba's ``cache=True`` can store
-the compiled engine in that directory's ``__pycache__``), and ``meta.json`` with versions, the canonical inputs and
-a SHA-256 of every file.
+the compiled engine in that directory's ``__pycache__``), and ``meta.json`` with
+versions, the canonical inputs and a SHA-256 of every file.
 
 - key = SHA-256 of the canonical expressions, backend, symode and numba versions and
   the engine sources: any change gives a new directory, never a stale one;
