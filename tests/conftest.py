@@ -94,3 +94,29 @@ def scalar_model(cache_dir):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+# -- the method matrix --------------------------------------------------------------------
+# The engine compiles each Runge–Kutta method's tableau in as constants (a separate numba
+# specialization per method and kind of dynamics, ~20-50 s of compile each on a cold
+# cache). The default run keeps every tableau on the linear closed-form problem (orders,
+# dense output) and the core methods everywhere else; the rest of the method matrix is
+# marked ``full`` (``python -m pytest -m full``, run before every engine change lands).
+CORE_METHODS = {"dopri5", "rk4"}
+EVERY_TABLEAU = {
+    "test_fixed_step_order_through_solve",
+    "test_adaptive_tableau_order_on_fixed_grid",
+    "test_dense_output_local_order",
+    "test_embedded_solution_order",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        method = params.get("method")
+        if not isinstance(method, str) or method in CORE_METHODS:
+            continue
+        if item.originalname in EVERY_TABLEAU and params.get("problem", "lin") == "lin":
+            continue
+        item.add_marker(pytest.mark.full)
