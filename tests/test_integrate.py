@@ -689,6 +689,15 @@ def test_blow_up_with_fixed_steps_is_nonfinite(singular_model):
     assert np.all(np.isfinite(sol.y[ts < 1.0]))
 
 
+def test_division_by_zero_in_a_kernel_is_inf_not_an_exception(singular_model):
+    """The kernels compile with error_model="numpy": x / 0 is inf (which the engine then
+    reports as a non-finite state), never a ZeroDivisionError from compiled code."""
+    out = np.zeros((1, 1))
+    # ∂(b √y)/∂y = b / (2 √y) at y = 0
+    singular_model.kernels.jac(0.0, np.array([0.0]), np.array([0.0, -1.0]), out)
+    assert out[0, 0] == -np.inf
+
+
 @pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3", "dopri8"])
 def test_domain_error_is_never_a_silent_nan(singular_model, method):
     """y' = -√y, y(0) = 1: y = (1 - t/2)² reaches 0 at t = 2; any overshoot below 0 makes
