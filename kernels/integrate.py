@@ -465,8 +465,8 @@ def advance(
 ):  # fmt: skip
     """The step loop of ``integrate``: steps from the state in (z, k[0], fv, iv) until
     t1, step number iv[C_STOP], a failure, or full record buffers (status RUNNING;
-    ``integrate`` grows them and calls again). It allocates and reassigns no arrays: the arrays live in registers
-    and cost no reference counting per step."""
+    ``integrate`` grows them and calls again). It allocates and reassigns no arrays, so
+    the loop does no reference counting."""
     A, b, c, e, P, Ax, cx = tableau(method)
     fsal = FSAL[method]
     adaptive = adaptive_steps(method, grid)

@@ -63,20 +63,19 @@ def _messages(stats: np.ndarray, fstats: np.ndarray) -> list[str]:
 
 
 class _Method:
-    """A tableau's arrays and controller settings in the layout the kernels read."""
+    """A tableau as the Python side needs it: the engine's number for it (the engine
+    compiles each method's coefficients in as constants) and its controller settings."""
 
-    def __init__(self, tab: ButcherTableau, dtype):
+    def __init__(self, tab: ButcherTableau):
         self.tableau = tab
-        self.id = METHOD_IDS[tab.name]  # the engine compiles each method's tableau in
-        self.fsal = bool(tab.fsal)
+        self.id = METHOD_IDS[tab.name]
         self.adaptive = bool(tab.adaptive)
         self.err_order = int(tab.error_order or tab.order)
 
 
 @functools.cache
 def _method(name: str) -> _Method:
-    """The kernel layout of a tableau, built once per method (Fraction → float is slow)."""
-    return _Method(get_tableau(name), np.float64)
+    return _Method(get_tableau(name))
 
 
 def _as_float_array(x, name: str, dtype, copy: bool = True) -> np.ndarray:
