@@ -111,10 +111,22 @@ EVERY_TABLEAU = {
 }
 
 
+# gradient tests compile four kinds of dynamics per method: dopri5 alone by default, and
+# float32 gradients (every kind again in single precision) in the full run
+GRADIENT_FILES = {"test_gradients.py", "test_losses.py"}
+FULL_ONLY = {"test_float32_gradients"}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        if item.originalname in FULL_ONLY:
+            item.add_marker(pytest.mark.full)
+            continue
         params = getattr(getattr(item, "callspec", None), "params", {})
         method = params.get("method")
+        if item.path.name in GRADIENT_FILES and method == "rk4":
+            item.add_marker(pytest.mark.full)
+            continue
         if not isinstance(method, str) or method in CORE_METHODS:
             continue
         if item.originalname in EVERY_TABLEAU and params.get("problem", "lin") == "lin":
