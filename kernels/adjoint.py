@@ -19,7 +19,8 @@ Continuous modes accept ``nerr`` < full size: the seminorm of Kidger, Chen & Lyo
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from ._dynamics import (
     HAS_RUNNING_COST,
@@ -159,7 +160,6 @@ def vjp_kind(kind, t, z, p, zbar, out_z, out_p, wy, wp):
             out_p[q] += zbar[n] * wp[q]
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
 def gradient(
     method, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
     bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
@@ -170,177 +170,280 @@ def gradient(
     ``max_ck`` = 1 records every step's stages on the forward pass (one segment, no
     recomputation); K > 1 keeps at most K checkpoints of the step loop and replays one
     segment at a time: memory O(K + steps/K).
+
+    Compiled code only: ``mode`` is a literal and the overload below compiles just that
+    mode's implementation (and the kinds of dynamics it integrates).
     """
+    raise TypeError("gradient runs only inside compiled engine code")
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy")
+def clear_gradient(gy0, gp):
+    for j in range(gy0.size):
+        gy0[j] = 0.0
+    for q in range(gp.size):
+        gp[q] = 0.0
+
+
+def _gradient_forward(
+    method, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
+    bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+):  # fmt: skip
+    """Forward sensitivities: z = [y, S, r] integrated with the state."""
     n = N_STATES
     n_p = N_PARAMS
     T = t_obs.size
-    A, b, c, e, P, Ax, cx = tableau(method)
-    s = A.shape[0]
-    direction = 1.0 if t1 >= t0 else -1.0
+    clear_gradient(gy0, gp)
+    lam_y = np.zeros(n)
+    total = 0.0
+    m_cols = n_p + n
+    zsz = n + m_cols * n + m_cols
+    z0 = np.zeros(zsz, y0.dtype)
+    for j in range(n):
+        z0[j] = y0[j]
+        z0[n + (n_p + j) * n + j] = 1.0
+    Z = np.empty((T, zsz), y0.dtype)
+    integrate(
+        SENSITIVITY, method, t0, t1, z0, p, empty_aux(y0), iopt, fopt, atol, grid, t_obs, Z,
+        st_f, np.zeros(3), dyn(RECORD_NONE), dyn(2),
+    )  # fmt: skip
+    for i in range(T):
+        for j in range(n):
+            y_out[i, j] = Z[i, j]
+    if st_f[S_STATUS] != SUCCESS:
+        return
+    for i in range(T):
+        total += observation_cotangent(use_loss, Z[i], cot[i], data[i], p, lam_y, gp)
+        for col in range(m_cols):
+            acc = 0.0
+            for j in range(n):
+                acc += lam_y[j] * Z[i, n + col * n + j]
+            if col < n_p:
+                gp[col] += acc
+            else:
+                gy0[col - n_p] += acc
+    if HAS_RUNNING_COST:
+        for col in range(m_cols):
+            r = Z[T - 1, n + m_cols * n + col]
+            if col < n_p:
+                gp[col] += r
+            else:
+                gy0[col - n_p] += r
+        total += running_integral(method, t0, t1, y0, p, iopt, fopt, atol, grid, st_f)
+    value[0] = total
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy")
+def forward_pass(method, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, record, max_ck):
+    """The forward solve of the adjoint modes (z = [y] or [y, q] with a running cost),
+    recording what ``record`` asks; writes y at t_obs into y_out. Returns the solution
+    at t_obs and ``integrate``'s record tuple."""
+    n = N_STATES
     kind_f = FORWARD_COST if HAS_RUNNING_COST else FORWARD  # a compile-time literal
     nz = n + 1 if HAS_RUNNING_COST else n
-    aux0 = empty_aux(y0)
-    fst = np.zeros(3)
-    lam_y = np.zeros(n)
-    for j in range(n):
-        gy0[j] = 0.0
-    for q in range(n_p):
-        gp[q] = 0.0
-    wy = np.zeros(n)
-    wp = np.zeros(n_p)
-    total = 0.0
-
-    if mode == MODE_FORWARD:
-        m_cols = n_p + n
-        zsz = n + m_cols * n + m_cols
-        z0 = np.zeros(zsz, y0.dtype)
-        for j in range(n):
-            z0[j] = y0[j]
-            z0[n + (n_p + j) * n + j] = 1.0
-        Z = np.empty((T, zsz), y0.dtype)
-        integrate(
-            SENSITIVITY, method, t0, t1, z0, p, aux0, iopt, fopt, atol, grid, t_obs, Z, st_f,
-            fst, dyn(RECORD_NONE), dyn(2),
-        )  # fmt: skip
-        for i in range(T):
-            for j in range(n):
-                y_out[i, j] = Z[i, j]
-        if st_f[S_STATUS] != SUCCESS:
-            return
-        for i in range(T):
-            total += observation_cotangent(use_loss, Z[i], cot[i], data[i], p, lam_y, gp)
-            for col in range(m_cols):
-                acc = 0.0
-                for j in range(n):
-                    acc += lam_y[j] * Z[i, n + col * n + j]
-                if col < n_p:
-                    gp[col] += acc
-                else:
-                    gy0[col - n_p] += acc
-        if HAS_RUNNING_COST:
-            for col in range(m_cols):
-                r = Z[T - 1, n + m_cols * n + col]
-                if col < n_p:
-                    gp[col] += r
-                else:
-                    gy0[col - n_p] += r
-            total += running_integral(method, t0, t1, y0, p, iopt, fopt, atol, grid, st_f)
-        value[0] = total
-        return
-
-    # ---- forward pass ----
+    T = t_obs.size
     z0 = np.zeros(nz, y0.dtype)
     for j in range(n):
         z0[j] = y0[j]
     Zf = np.empty((T, nz), y0.dtype)
-    if mode == MODE_BACKSOLVE:
-        record = RECORD_NONE
-    elif max_ck == 1:
-        record = RECORD_STAGES
-    else:
-        record = RECORD_CHECKPOINTS
-    rec_t, rec_h, nsteps, ck_i, ck_z, n_ck, ck_k, ck_f = integrate(
-        kind_f, method, t0, t1, z0, p, aux0, iopt, fopt, atol, grid, t_obs, Zf, st_f, fst,
-        record, max_ck,
+    rec = integrate(
+        kind_f, method, t0, t1, z0, p, empty_aux(y0), iopt, fopt, atol, grid, t_obs, Zf, st_f,
+        np.zeros(3), record, max_ck,
     )  # fmt: skip
     for i in range(T):
         for j in range(n):
             y_out[i, j] = Zf[i, j]
+    return Zf, rec
+
+
+def _gradient_backsolve(
+    method, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
+    bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+):  # fmt: skip
+    """Chen et al. 2018, Algorithm 1: [y, λ, μ] backwards, y reset at each observation."""
+    n = N_STATES
+    n_p = N_PARAMS
+    T = t_obs.size
+    clear_gradient(gy0, gp)
+    Zf, rec = forward_pass(
+        method, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, dyn(RECORD_NONE),
+        dyn(2),
+    )  # fmt: skip
     if st_f[S_STATUS] != SUCCESS:
         return
-    if HAS_RUNNING_COST:
-        total += Zf[T - 1, n]  # t_obs[-1] == t1 is required for a running cost
+    total = Zf[T - 1, n] if HAS_RUNNING_COST else 0.0  # t_obs[-1] == t1 with a running cost
+    aux0 = empty_aux(y0)
+    fst = np.zeros(3)
+    lam_y = np.zeros(n)
+    za = np.zeros(2 * n + n_p, y0.dtype)
+    ws = workspace(BACKSOLVE, method, y0)
+    tcur = t_obs[T - 1]  # λ = 0 after the last observation (no running cost there)
+    for i in range(T - 1, -1, -1):
+        backward_piece(
+            BACKSOLVE, method, tcur, t_obs[i], za, p, aux0, biopt, bfopt, batol, grid,
+            dyn(0), st_b, fst, ws,
+        )  # fmt: skip
+        tcur = t_obs[i]
+        for j in range(n):
+            za[j] = Zf[i, j]
+        total += observation_cotangent(use_loss, Zf[i], cot[i], data[i], p, lam_y, gp)
+        for j in range(n):
+            za[n + j] += lam_y[j]
+    if tcur != t0:
+        backward_piece(
+            BACKSOLVE, method, tcur, t0, za, p, aux0, biopt, bfopt, batol, grid, dyn(0),
+            st_b, fst, ws,
+        )  # fmt: skip
+    for j in range(n):
+        gy0[j] = za[n + j]
+    for q in range(n_p):
+        gp[q] += za[2 * n + q]
+    value[0] = total
 
-    if mode == MODE_BACKSOLVE:
-        za = np.zeros(2 * n + n_p, y0.dtype)
-        ws = workspace(BACKSOLVE, method, y0)
-        tcur = t_obs[T - 1]  # λ = 0 after the last observation (no running cost there)
-        for i in range(T - 1, -1, -1):
+
+@njit(cache=True, fastmath=FMA, error_model="numpy")
+def segments(method, max_ck, rec, like):
+    """The recorded forward pass as segments to sweep backwards: (n_seg, seg_t, seg_h,
+    seg_z, seg_k). With every step's stages recorded (max_ck == 1) the record itself is
+    the one segment; with checkpoints, buffers for the longest segment (``load_segment``
+    replays into them)."""
+    rec_t, rec_h, nsteps, ck_i, ck_z, n_ck, ck_k, ck_f = rec
+    if max_ck == 1:
+        return 1, rec_t, rec_h, ck_z, ck_k
+    A = tableau(method)[0]
+    S = A.shape[0] + 1 + tableau(method)[5].shape[0]
+    nz = ck_z.shape[1]
+    max_seg = 1
+    for q in range(n_ck):
+        end = ck_i[q + 1] if q + 1 < n_ck else nsteps
+        max_seg = max(max_seg, end - ck_i[q])
+    return (
+        n_ck,
+        np.empty(max_seg + 1),
+        np.empty(max_seg + 1),
+        np.empty((max_seg + 1, nz), like.dtype),
+        np.empty((max_seg + 1, S, nz), like.dtype),
+    )
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy")
+def load_segment(
+    method, q, p, iopt, fopt, atol, grid, t1, max_ck, rec, seg_t, seg_h, seg_z, seg_k, st_b
+):
+    """Make segment q's steps available in the seg_ buffers (replaying them from
+    checkpoint q unless every step was recorded); returns its number of steps."""
+    rec_t, rec_h, nsteps, ck_i, ck_z, n_ck, ck_k, ck_f = rec
+    if max_ck == 1:
+        return nsteps
+    stop = ck_i[q + 1] if q + 1 < n_ck else nsteps
+    kind_f = FORWARD_COST if HAS_RUNNING_COST else FORWARD  # a compile-time literal
+    st_b[S_NFEV] += replay(
+        kind_f, method, t1, p, empty_aux(seg_z[0]), iopt, fopt, atol, grid, ck_i, ck_z, ck_k,
+        ck_f, q, stop, seg_t, seg_h, seg_z, seg_k,
+    )  # fmt: skip
+    return stop - ck_i[q]
+
+
+def _gradient_checkpoint(
+    method, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
+    bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+):  # fmt: skip
+    """[λ, μ] backwards over each segment with y from the recorded steps' dense output;
+    pieces end only at observations (jumps of λ) and at segment starts."""
+    n = N_STATES
+    n_p = N_PARAMS
+    T = t_obs.size
+    clear_gradient(gy0, gp)
+    record = RECORD_STAGES if max_ck == 1 else RECORD_CHECKPOINTS
+    Zf, rec = forward_pass(
+        method, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, record, max_ck
+    )
+    if st_f[S_STATUS] != SUCCESS:
+        return
+    total = Zf[T - 1, n] if HAS_RUNNING_COST else 0.0  # t_obs[-1] == t1 with a running cost
+    direction = 1.0 if t1 >= t0 else -1.0
+    n_seg, seg_t, seg_h, seg_z, seg_k = segments(method, max_ck, rec, y0)
+    fst = np.zeros(3)
+    lam_y = np.zeros(n)
+    za = np.zeros(n + n_p, y0.dtype)
+    ws = workspace(ADJOINT, method, y0)
+    io = T - 1
+    for q in range(n_seg - 1, -1, -1):
+        nseg = load_segment(
+            method, q, p, iopt, fopt, atol, grid, t1, max_ck, rec, seg_t, seg_h, seg_z, seg_k,
+            st_b,
+        )  # fmt: skip
+        aux = (seg_z, seg_k, seg_t[: nseg + 1].copy(), seg_h[:nseg].copy())
+        tcur = seg_t[nseg]
+        while io >= 0 and direction * (t_obs[io] - seg_t[0]) > 0:
             backward_piece(
-                BACKSOLVE, method, tcur, t_obs[i], za, p, aux0, biopt, bfopt, batol, grid,
+                ADJOINT, method, tcur, t_obs[io], za, p, aux, biopt, bfopt, batol, grid,
                 dyn(0), st_b, fst, ws,
             )  # fmt: skip
-            tcur = t_obs[i]
+            tcur = t_obs[io]
+            total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
             for j in range(n):
-                za[j] = Zf[i, j]
-            total += observation_cotangent(use_loss, Zf[i], cot[i], data[i], p, lam_y, gp)
-            for j in range(n):
-                za[n + j] += lam_y[j]
-        if tcur != t0:
-            backward_piece(
-                BACKSOLVE, method, tcur, t0, za, p, aux0, biopt, bfopt, batol, grid, dyn(0),
-                st_b, fst, ws,
-            )  # fmt: skip
+                za[j] += lam_y[j]
+            io -= 1
+        backward_piece(
+            ADJOINT, method, tcur, seg_t[0], za, p, aux, biopt, bfopt, batol, grid, dyn(0),
+            st_b, fst, ws,
+        )  # fmt: skip
+    while io >= 0:  # observations at t0
+        total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
         for j in range(n):
-            gy0[j] = za[n + j]
-        for q in range(n_p):
-            gp[q] += za[2 * n + q]
-        value[0] = total
-        return
+            za[j] += lam_y[j]
+        io -= 1
+    for j in range(n):
+        gy0[j] = za[j]
+    for q in range(n_p):
+        gp[q] += za[n + q]
+    value[0] = total
 
-    # ---- checkpointed modes: one segment at a time, swept backwards ----
+
+def _gradient_discrete(
+    method, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
+    bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+):  # fmt: skip
+    """The reverse sweep through the RK stages of the accepted steps and of the dense
+    output at the observation times, step sizes held fixed."""
+    n = N_STATES
+    n_p = N_PARAMS
+    T = t_obs.size
+    clear_gradient(gy0, gp)
+    record = RECORD_STAGES if max_ck == 1 else RECORD_CHECKPOINTS
+    Zf, rec = forward_pass(
+        method, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, record, max_ck
+    )
+    if st_f[S_STATUS] != SUCCESS:
+        return
+    total = Zf[T - 1, n] if HAS_RUNNING_COST else 0.0  # t_obs[-1] == t1 with a running cost
+    kind_f = FORWARD_COST if HAS_RUNNING_COST else FORWARD  # a compile-time literal
+    nz = n + 1 if HAS_RUNNING_COST else n
+    direction = 1.0 if t1 >= t0 else -1.0
+    A, b, c, e, P, Ax, cx = tableau(method)
+    s = A.shape[0]
     n_extra = Ax.shape[0]
     S = s + 1 + n_extra  # stages, f1, extra dense-output stages
-    if record == RECORD_STAGES:
-        n_seg = 1
-        seg_t = rec_t
-        seg_h = rec_h
-        seg_z = ck_z
-        seg_k = ck_k
-    else:
-        n_seg = n_ck
-        max_seg = 1
-        for q in range(n_ck):
-            end = ck_i[q + 1] if q + 1 < n_ck else nsteps
-            max_seg = max(max_seg, end - ck_i[q])
-        seg_t = np.empty(max_seg + 1)
-        seg_h = np.empty(max_seg + 1)
-        seg_z = np.empty((max_seg + 1, nz), y0.dtype)
-        seg_k = np.empty((max_seg + 1, S, nz), y0.dtype)
+    n_seg, seg_t, seg_h, seg_z, seg_k = segments(method, max_ck, rec, y0)
+    lam_y = np.zeros(n)
+    wy = np.zeros(n)
+    wp = np.zeros(n_p)
     bth = np.empty(S)
+    zbar = np.zeros(nz)
+    if HAS_RUNNING_COST:
+        zbar[n] = 1.0
+    zbar_new = np.zeros(nz)
+    kbar = np.zeros((S, nz))
+    oz = np.zeros(nz)
+    op = np.zeros(n_p)
+    Y = np.empty(nz, y0.dtype)
     io = T - 1
-    if mode == MODE_CHECKPOINT:
-        za = np.zeros(n + n_p, y0.dtype)
-        ws = workspace(ADJOINT, method, y0)
-    else:
-        zbar = np.zeros(nz)
-        if HAS_RUNNING_COST:
-            zbar[n] = 1.0
-        zbar_new = np.zeros(nz)
-        kbar = np.zeros((S, nz))
-        oz = np.zeros(nz)
-        op = np.zeros(n_p)
-        Y = np.empty(nz, y0.dtype)
     for q in range(n_seg - 1, -1, -1):
-        if record == RECORD_STAGES:
-            nseg = nsteps
-        else:
-            stop = ck_i[q + 1] if q + 1 < n_ck else nsteps
-            nseg = stop - ck_i[q]
-            st_b[S_NFEV] += replay(
-                kind_f, method, t1, p, aux0, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f, q,
-                stop, seg_t, seg_h, seg_z, seg_k,
-            )  # fmt: skip
-        if mode == MODE_CHECKPOINT:
-            # [λ, μ] backwards over the whole segment, y from its steps' dense output;
-            # pieces end only at observations (jumps of λ) and at the segment's start
-            aux = (seg_z, seg_k, seg_t[: nseg + 1].copy(), seg_h[:nseg].copy())
-            tcur = seg_t[nseg]
-            while io >= 0 and direction * (t_obs[io] - seg_t[0]) > 0:
-                backward_piece(
-                    ADJOINT, method, tcur, t_obs[io], za, p, aux, biopt, bfopt, batol, grid,
-                    dyn(0), st_b, fst, ws,
-                )  # fmt: skip
-                tcur = t_obs[io]
-                total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
-                for j in range(n):
-                    za[j] += lam_y[j]
-                io -= 1
-            backward_piece(
-                ADJOINT, method, tcur, seg_t[0], za, p, aux, biopt, bfopt, batol, grid, dyn(0),
-                st_b, fst, ws,
-            )  # fmt: skip
-            continue
+        nseg = load_segment(
+            method, q, p, iopt, fopt, atol, grid, t1, max_ck, rec, seg_t, seg_h, seg_z, seg_k,
+            st_b,
+        )  # fmt: skip
         for r in range(nseg - 1, -1, -1):
             ta = seg_t[r]
             tb = seg_t[r + 1]
@@ -402,25 +505,32 @@ def gradient(
             for m in range(nz):
                 zbar[m] += zbar_new[m]
                 zbar_new[m] = 0.0
-    # observations at t0
-    while io >= 0:
+    while io >= 0:  # observations at t0
         total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
-        if mode == MODE_CHECKPOINT:
-            for j in range(n):
-                za[j] += lam_y[j]
-        else:
-            for j in range(n):
-                zbar[j] += lam_y[j]
+        for j in range(n):
+            zbar[j] += lam_y[j]
         io -= 1
-    if mode == MODE_CHECKPOINT:
-        for j in range(n):
-            gy0[j] = za[j]
-        for qq in range(n_p):
-            gp[qq] += za[n + qq]
-    else:
-        for j in range(n):
-            gy0[j] = zbar[j]
+    for j in range(n):
+        gy0[j] = zbar[j]
     value[0] = total
+
+
+_GRADIENT = {
+    MODE_BACKSOLVE: _gradient_backsolve,
+    MODE_CHECKPOINT: _gradient_checkpoint,
+    MODE_DISCRETE: _gradient_discrete,
+    MODE_FORWARD: _gradient_forward,
+}
+
+
+@overload(gradient, prefer_literal=True, jit_options={"fastmath": FMA, "error_model": "numpy"})
+def _gradient_mode(
+    method, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
+    bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+):  # fmt: skip
+    if isinstance(mode, types.IntegerLiteral):
+        return _GRADIENT[mode.literal_value]
+    return None
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")

@@ -26,7 +26,8 @@ Algorithm 1.
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from symode.tableaus import kernel_tables
 
@@ -40,6 +41,7 @@ from ._dynamics import (
     running,
     running_grad,
 )  # fmt: skip
+from .local import local_array_intrinsic
 
 TABLES, FSAL, ADAPTIVE, ERR_ORDER = kernel_tables()
 
@@ -51,11 +53,18 @@ TABLES, FSAL, ADAPTIVE, ERR_ORDER = kernel_tables()
 # no exception paths, which lets LLVM inline it and drop reference counts.
 FMA = {"contract"}
 
+# row and offset arguments as int64 values, not literals: numba compiles a callee once
+# per literal value it is passed
+ZERO = np.int64(0)
+ONE = np.int64(1)
+N_OFFSET = np.int64(N_STATES)
+
 # status codes: mirror symode.errors.Status
 SUCCESS = 0
 MAX_STEPS = 1
 STEP_UNDERFLOW = 2
 NONFINITE = 3
+BAD_T_OUT = 4  # t_out not strictly monotone in the direction of integration (or NaN)
 
 # kinds of dynamics
 FORWARD = 0  # z = y
@@ -98,20 +107,39 @@ def adaptive_steps(method, grid):
     return ADAPTIVE[method] and grid.size == 0
 
 
+def _state_sizes():
+    n = N_STATES
+    m = N_PARAMS + n
+    sizes = {
+        FORWARD: n,
+        FORWARD_COST: n + 1,
+        BACKSOLVE: 2 * n + N_PARAMS,
+        ADJOINT: n + N_PARAMS,
+        SENSITIVITY: n + m * n + m,
+    }
+    return tuple(sizes[kind] for kind in range(len(sizes)))
+
+
+STATE_SIZES = _state_sizes()
+
+
 @njit(cache=True, fastmath=FMA, error_model="numpy")
 def state_size(kind):
     """The size of z for each kind of dynamics (a constant for a literal kind)."""
-    n = N_STATES
-    if kind == FORWARD:
-        return n
-    elif kind == FORWARD_COST:
-        return n + 1
-    elif kind == BACKSOLVE:
-        return 2 * n + N_PARAMS
-    elif kind == ADJOINT:
-        return n + N_PARAMS
-    m = N_PARAMS + n
-    return n + m * n + m
+    return STATE_SIZES[kind]
+
+
+def _n_stages(method):
+    """Rows of a step's stage buffer: the s stages, f at the step's end, extra stages."""
+    A, b, c, e, P, Ax, cx = TABLES[method]
+    return A.shape[0] + 1 + Ax.shape[0]
+
+
+# the step loop's buffers, in its own stack frame (see local.py)
+local_stages = local_array_intrinsic(lambda kind, method: (_n_stages(method), STATE_SIZES[kind]))
+local_state = local_array_intrinsic(lambda kind, method: (STATE_SIZES[kind],))
+local_weights = local_array_intrinsic(lambda kind, method: (_n_stages(method),))
+local_work = local_array_intrinsic(lambda kind, method: (2 * N_STATES + 2 * N_PARAMS,))
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
@@ -172,28 +200,55 @@ def interpolate(method, t, aux, y):
         y[m] += ys[j, m]
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
 def evaluate(kind, method, t, z, p, aux, work, out, r):
     """out[r] = F_kind(t, z): the dynamics of every kind, written into row r.
 
-    ``kind`` reaches here as a compile-time literal, so each specialization keeps only
-    its own branch (an untaken branch calling a kernel costs ~100 ns per evaluation).
-    The generated kernels read only the leading entries of z they need.
+    Compiled code only: the overload below picks one function per literal ``kind``, so
+    numba types and compiles only the kernels that kind calls (an ``if kind == ...``
+    chain is not pruned before typing: every kind's kernels were compiled for every
+    kind, which was most of the engine's compile time). The generated kernels read only
+    the leading entries of z they need.
     """
-    n = N_STATES
-    if kind == FORWARD:
-        rhs_row(t, z, p, out, r)
-    elif kind == FORWARD_COST:
-        rhs_row(t, z, p, out, r)
-        out[r, n] = running(t, z, p)
-    elif kind == BACKSOLVE:
-        rhs_row(t, z, p, out, r)
-        adjoint_row(t, z, p, z, n, out, r, n)
-    elif kind == ADJOINT:
-        interpolate(method, t, aux, work)
-        adjoint_row(t, work, p, z, 0, out, r, 0)
-    else:
-        sensitivity_row(t, z, p, work, out, r)
+    raise TypeError("evaluate runs only inside compiled engine code")
+
+
+def _evaluate_forward(kind, method, t, z, p, aux, work, out, r):
+    rhs_row(t, z, p, out, r)
+
+
+def _evaluate_forward_cost(kind, method, t, z, p, aux, work, out, r):
+    rhs_row(t, z, p, out, r)
+    out[r, N_STATES] = running(t, z, p)
+
+
+def _evaluate_backsolve(kind, method, t, z, p, aux, work, out, r):
+    rhs_row(t, z, p, out, r)
+    adjoint_row(t, z, p, z, N_OFFSET, out, r, N_OFFSET)
+
+
+def _evaluate_adjoint(kind, method, t, z, p, aux, work, out, r):
+    interpolate(method, t, aux, work)
+    adjoint_row(t, work, p, z, ZERO, out, r, ZERO)
+
+
+def _evaluate_sensitivity(kind, method, t, z, p, aux, work, out, r):
+    sensitivity_row(t, z, p, work, out, r)
+
+
+_EVALUATE = {
+    FORWARD: _evaluate_forward,
+    FORWARD_COST: _evaluate_forward_cost,
+    BACKSOLVE: _evaluate_backsolve,
+    ADJOINT: _evaluate_adjoint,
+    SENSITIVITY: _evaluate_sensitivity,
+}
+
+
+@overload(evaluate, prefer_literal=True, jit_options={"fastmath": FMA, "error_model": "numpy"})
+def _evaluate_kind(kind, method, t, z, p, aux, work, out, r):
+    if isinstance(kind, types.IntegerLiteral):
+        return _EVALUATE[kind.literal_value]
+    return None
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
@@ -281,7 +336,7 @@ def step_end(kind, method, t, z, h, znew, p, aux, work, k, ztmp):
     return nfev
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def extra_stages(kind, method, t, z, h, p, aux, work, k, ztmp):
     """Stages a continuous extension needs beyond the step (DOP853's three), in
     k[s+1:], from the step's stages and f1 = k[s] (see ButcherTableau.extra_a)."""
@@ -298,7 +353,7 @@ def extra_stages(kind, method, t, z, h, p, aux, work, k, ztmp):
     return Ax.shape[0]
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def dense_weights(method, theta, bth):
     """bth[i] = b_i(θ) = Σ_q P[i, q] θ^(q+1) (Horner)."""
     P = tableau(method)[4]
@@ -337,7 +392,7 @@ def initial_step(kind, method, t0, z0, p, aux, work, direction, rtol, atol, nerr
     h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
     for m in range(nz):
         ztmp[m] = z0[m] + direction * h0 * k[0, m]
-    evaluate(kind, method, t0 + direction * h0, ztmp, p, aux, work, k, 1)
+    evaluate(kind, method, t0 + direction * h0, ztmp, p, aux, work, k, ONE)
     d2 = 0.0
     for m in range(nerr):
         sc = atol[m] + rtol * abs(z0[m])
@@ -353,6 +408,18 @@ def initial_step(kind, method, t0, z0, p, aux, work, direction, rtol, atol, nerr
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
+def ordered(t_out, direction):
+    """Whether t_out is strictly monotone in the direction of integration (NaN is not).
+    Checked here, in scalar code, rather than with numpy before the call: numpy's wide
+    vector instructions on a long t_eval slowed the solve that followed by ~13%
+    (measured on P1), the core running at a lower clock for a while after them."""
+    for i in range(1, t_out.size):
+        if not direction * (t_out[i] - t_out[i - 1]) > 0:
+            return False
+    return True
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def finite_row(k, r):
     for m in range(k.shape[1]):
         if not np.isfinite(k[r, m]):
@@ -390,7 +457,7 @@ def grow_3d(a, size):
     return out
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def record_step(r, t, hs, z, k, record, rec_t, rec_h, ck_z, ck_k):
     """Record accepted step r (of this run): start time, size and state, and with
     RECORD_STAGES its stages. The buffers have room (``has_room``)."""
@@ -404,7 +471,7 @@ def record_step(r, t, hs, z, k, record, rec_t, rec_h, ck_z, ck_k):
                 ck_k[r, i, m] = k[i, m]
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def snapshot(step, t, h, errold, z, k, ck_i, ck_z, ck_k, ck_f, n_ck, every, max_ck):
     """A checkpoint of the step loop as it starts step ``step``: everything ``replay``
     needs to take the same steps again (t, the next step size, the controller's memory,
@@ -460,13 +527,27 @@ RUNNING = -1  # status while the loop continues (advance returned for buffer spa
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
 def advance(
-    kind, method, t1, z, p, aux, iopt, fopt, atol, grid, t_out, z_out, k, ztmp, znew, work,
-    bth, fv, iv, record, max_ck, rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
+    kind, method, t1, z_io, p, aux, iopt, fopt, atol, grid, t_out, z_out, k_io, fv, iv,
+    record, max_ck, rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
 ):  # fmt: skip
-    """The step loop of ``integrate``: steps from the state in (z, k[0], fv, iv) until
-    t1, step number iv[C_STOP], a failure, or full record buffers (status RUNNING;
-    ``integrate`` grows them and calls again). It allocates and reassigns no arrays, so
-    the loop does no reference counting."""
+    """The step loop of ``integrate``: steps from the state in (z_io, k_io[0], fv, iv)
+    until t1, step number iv[C_STOP], a failure, or full record buffers (status
+    RUNNING; ``integrate`` grows them and calls again), then writes the state back.
+
+    It allocates no heap arrays and reassigns none, so the loop does no reference
+    counting; its working buffers live in its own stack frame (``local.py``) and the
+    helpers that touch them are inlined, so LLVM keeps small states in registers."""
+    z = local_state(kind, method, z_io)
+    ztmp = local_state(kind, method, z_io)
+    znew = local_state(kind, method, z_io)
+    k = local_stages(kind, method, z_io)
+    work = local_work(kind, method, fv)
+    bth = local_weights(kind, method, fv)
+    for m in range(work.size):
+        work[m] = 0.0
+    for m in range(z.size):
+        z[m] = z_io[m]
+        k[0, m] = k_io[0, m]
     A, b, c, e, P, Ax, cx = tableau(method)
     fsal = FSAL[method]
     adaptive = adaptive_steps(method, grid)
@@ -620,10 +701,13 @@ def advance(
             n_ck, every = snapshot(
                 step, t, h, errold, z, k, ck_i, ck_z, ck_k, ck_f, n_ck, every, max_ck
             )
-        if not adaptive and not finite_row(k, 0):
+        if not adaptive and not finite_row(k, ZERO):
             status = NONFINITE
             fail_h = abs(hs)
             break
+    for m in range(nz):
+        z_io[m] = z[m]
+        k_io[0, m] = k[0, m]
     fv[V_T] = t
     fv[V_H] = h
     fv[V_ERROLD] = errold
@@ -660,7 +744,7 @@ def workspace(kind, method, like):
     )
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def integrate(
     kind, method, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
     record, max_ck,
@@ -672,7 +756,7 @@ def integrate(
     )  # fmt: skip
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def integrate_ws(
     kind, method, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
     record, max_ck, ws,
@@ -717,7 +801,7 @@ def integrate_ws(
     fv[V_ERROLD] = 1e-4
     iv[C_EVERY] = 1
     iv[C_STOP] = 1 << 62
-    evaluate(kind, method, t0, z, p, aux, work, k, 0)
+    evaluate(kind, method, t0, z, p, aux, work, k, ZERO)
     iv[C_NFEV] = 1
     iout = 0
     while iout < T and t_out[iout] == t0:
@@ -725,7 +809,9 @@ def integrate_ws(
             z_out[iout, m] = z[m]
         iout += 1
     iv[C_IOUT] = iout
-    if not finite_row(k, 0) or not np.all(np.isfinite(z)):
+    if not ordered(t_out, direction):
+        iv[C_STATUS] = BAD_T_OUT
+    elif not finite_row(k, ZERO) or not np.all(np.isfinite(z)):
         iv[C_STATUS] = NONFINITE
     else:
         if adaptive_steps(method, grid):
@@ -739,8 +825,8 @@ def integrate_ws(
             fv[V_H] = min(h, abs(t1 - t0))
         while True:
             advance(
-                kind, method, t1, z, p, aux, iopt, fopt, atol, grid, t_out, z_out, k, ztmp,
-                znew, work, bth, fv, iv, record, max_ck, rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
+                kind, method, t1, z, p, aux, iopt, fopt, atol, grid, t_out, z_out, k, fv, iv,
+                record, max_ck, rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
             )  # fmt: skip
             if iv[C_STATUS] != RUNNING:
                 break
@@ -800,15 +886,14 @@ def replay(
     iv[C_EVERY] = 1
     advance(
         kind, method, t1, z, p, aux, iopt, fopt, atol, grid, np.empty(0),
-        np.empty((0, nz), seg_z.dtype), k, np.empty(nz, seg_z.dtype), np.empty(nz, seg_z.dtype),
-        np.zeros(work_size()), np.empty(S), fv, iv, dyn(RECORD_STAGES), dyn(2), seg_t, seg_h,
+        np.empty((0, nz), seg_z.dtype), k, fv, iv, dyn(RECORD_STAGES), dyn(2), seg_t, seg_h,
         ck_i, seg_z, seg_k, ck_f,
     )  # fmt: skip
     seg_t[stop - ck_i[q]] = fv[V_T]
     return iv[C_NFEV]
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def solve_forward(method, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, stats, fstats):
     """The plain forward solve: ``integrate`` specialized for FORWARD dynamics."""
     integrate(
@@ -817,7 +902,7 @@ def solve_forward(method, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, s
     )  # fmt: skip
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def solve_dense(method, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, stats, fstats):
     """The forward solve keeping every step's start (time, size, state) for dense output."""
     rec_t, rec_h, nsteps, ck_i, ck_z, n_ck, ck_k, ck_f = integrate(
@@ -831,7 +916,7 @@ def solve_dense(method, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, sta
 def step_data(kind, method, t, z, h, p, aux, work, k, ztmp, znew):
     """Recompute one step's stages k[0..s] (k[s] = F at the step's end) and any extra
     dense-output stages from the step's start. Returns the number of evaluations."""
-    evaluate(kind, method, t, z, p, aux, work, k, 0)
+    evaluate(kind, method, t, z, p, aux, work, k, ZERO)
     nfev = 1 + step_stages(kind, method, t, z, h, p, aux, work, k, ztmp, znew)
     return nfev + step_end(kind, method, t, z, h, znew, p, aux, work, k, ztmp)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import enum
 
+import numpy as np
+
 __all__ = [
     "SymodeError",
     "SystemDefinitionError",
@@ -69,6 +71,7 @@ class Status(enum.IntEnum):
     MAX_STEPS = 1
     STEP_UNDERFLOW = 2
     NONFINITE = 3
+    BAD_T_EVAL = 4  # the engine found t_eval out of order: raised as an input error
 
     def describe(self, t: float, h: float) -> str:
         """The message for this code, naming where it happened and what to try."""
@@ -85,8 +88,19 @@ class Status(enum.IntEnum):
                 "or below the spacing of floating-point numbers near t. The solution may be "
                 "singular there (finite-time blow-up) or the problem stiff."
             )
+        if self is Status.BAD_T_EVAL:
+            return "t_eval is not strictly monotone in the direction of integration"
         return (
             f"Non-finite state (NaN or inf) appeared in the step from t={t:.17g} with step "
             f"size {h:.3g} and could not be avoided by shrinking the step (blow-up or a "
             "domain error in the right-hand side, e.g. log of a negative number)."
         )
+
+
+def t_eval_error(t_eval) -> SymodeError:
+    """The input error for a t_eval the engine found out of order (Status.BAD_T_EVAL):
+    the engine checks the order, in scalar code, so the Python side need not run wide
+    vector instructions before every solve."""
+    if not np.isfinite(t_eval).all():
+        return NonFiniteInputError("t_eval contains NaN or infinity")
+    return ShapeError("t_eval must be strictly monotone in the direction of integration")

@@ -30,11 +30,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import IntegrationError, ShapeError, Status
+from . import codegen
+from .errors import IntegrationError, ShapeError, Status, t_eval_error
 
 __all__ = ["Gradient", "compute_gradient", "ADJOINT_MODES"]
 
-ADJOINT_MODES = {"backsolve": 0, "checkpoint": 1, "discrete": 2, "forward": 3}
+# adjoint mode name → the number the engine uses (kernels/adjoint.py MODE_*)
+ADJOINT_MODES = {name: i for i, name in enumerate(codegen.ADJOINT_MODES)}
 
 
 @dataclass
@@ -83,6 +85,12 @@ _SHORT = {
 }
 
 
+def _message(code: int, forward_code: int) -> str:
+    if not code:
+        return _SHORT[0]
+    return ("forward pass: " if forward_code else "backward pass: ") + _SHORT[code]
+
+
 def _time_gradients(model, t_eval, t0, y0, params, cot, GY0, Y_OUT, batched):
     """∂L/∂t_eval for raw cotangents (see Gradient.t), from the forward outputs."""
     rhs = model.kernels.rhs
@@ -127,8 +135,6 @@ def compute_gradient(
     throw: bool = True,
 ) -> Gradient:
     """Shared implementation of :meth:`Model.vjp` and :meth:`Model.value_and_grad`."""
-    from .model import _method
-
     if adjoint not in ADJOINT_MODES:
         raise ValueError(f"adjoint must be one of {sorted(ADJOINT_MODES)}, got {adjoint!r}")
     if checkpoints is not None and (
@@ -141,13 +147,14 @@ def compute_gradient(
     mode = ADJOINT_MODES[adjoint]
     system = model.system
     n, n_p = system.n_states, system.n_params
-    m = _method(method)
+    m = model._method(method)
     y0, params, batched = model._inputs(y0, params, dtype)
     t_eval, t0, t1 = model._times(t_eval, t_span)
     g = model._grid(m, t0, t1, dt, grid)
     T = t_eval.size
     B = y0.shape[0] if batched else 1
     use_loss = cotangent is None
+    lead = (B,) if batched else ()  # the engine takes (T, ·) for one trajectory
     if use_loss:
         if model.loss is None:
             raise ValueError("pass cotangent=, or compile the system with loss=symode.Loss(...)")
@@ -164,9 +171,9 @@ def compute_gradient(
                 )
         else:
             data_a = np.zeros((T, 0))
-        if model.loss.running != 0 and t_eval[-1] != t1:
+        if model._running_cost and t_eval[-1] != t1:
             raise ValueError("a running cost needs the last output time to be the end of the span")
-        cot = np.zeros((B, T, n))
+        cot = np.zeros(lead + (T, n))
     else:
         cot = np.asarray(cotangent, np.float64)
         if cot.shape not in ((T, n), (B, T, n)) or (cot.ndim == 3 and not batched):
@@ -174,19 +181,23 @@ def compute_gradient(
                 f"cotangent must have shape ({T}, {n}) or (B, {T}, {n}); got {cot.shape}"
             )
         data_a = np.zeros((T, 0))
-    cot = np.broadcast_to(cot, (B, T, n)).copy()
-    data_a = np.broadcast_to(data_a, (B, T, data_a.shape[-1])).copy()
-    if not np.all(np.isfinite(cot)) or not np.all(np.isfinite(data_a)):
+    if batched:
+        cot = np.broadcast_to(cot, (B, T, n)).copy()
+        data_a = np.broadcast_to(data_a, (B, T, data_a.shape[-1])).copy()
+    else:
+        cot = np.ascontiguousarray(cot)
+        data_a = np.ascontiguousarray(data_a)
+    if not (np.isfinite(cot).all() and np.isfinite(data_a).all()):
         raise ValueError("cotangent/data contain NaN or infinity")
 
-    nz_f = n + (1 if model.loss is not None and model.loss.running != 0 else 0)
+    nz_f = n + (1 if model._running_cost else 0)
     if mode == 3:
         nz_f = n + (n_p + n) * n + (n_p + n)
     iopt, fopt, atol_f = model._options(m, nz_f, dtype, rtol, atol, max_steps, 0.0, h0, None, nz_f)
     nz_b = (2 * n + n_p) if mode == 0 else (n + n_p)
     nerr_b = ({0: 2 * n, 1: n}.get(mode, nz_b)) if seminorm else nz_b
     b_rtol = rtol if adjoint_rtol is None else adjoint_rtol
-    b_atol = np.min(atol_f[:n]) if adjoint_atol is None else adjoint_atol
+    b_atol = float(atol_f[:n].min()) if adjoint_atol is None else adjoint_atol
     biopt, bfopt, _ = model._options(
         m, nz_b, dtype, b_rtol, b_atol, max_steps, 0.0, None, None, nerr_b
     )
@@ -197,61 +208,53 @@ def compute_gradient(
     # K: at most K snapshots, the backward pass replaying one segment at a time
     max_ck = 1 if checkpoints is None else int(checkpoints)
 
-    GY0 = np.zeros((B, n))
-    GP = np.zeros((B, n_p))
-    ST_F = np.zeros((B, 5), np.int64)
-    ST_B = np.zeros((B, 5), np.int64)
-    VALUE = np.zeros((B, 1))
-    Y_OUT = np.full((B, T, n), np.nan, dtype)
-    entries = model._module("_entries")
+    GY0 = np.zeros(lead + (n,))
+    GP = np.zeros(lead + (n_p,))
+    ST_F = np.zeros(lead + (5,), np.int64)
+    ST_B = np.zeros(lead + (5,), np.int64)
+    VALUE = np.zeros(lead + (1,))
+    Y_OUT = np.full(lead + (T, n), np.nan, dtype)
+    # bfopt: the backward pass writes its step size into it (the cached one stays intact)
+    entry = f"gradient{'_ensemble' if batched else ''}_{adjoint}_{m.id}"
+    getattr(model._module("_entries"), entry)(
+        t0, t1, y0, params, t_eval, cot, data_a, use_loss, iopt, fopt, atol_f, g, biopt,
+        bfopt if batched else bfopt.copy(), batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+    )  # fmt: skip
+    if (ST_F[..., 0] == Status.BAD_T_EVAL).any():
+        raise t_eval_error(t_eval)
     if batched:
-        getattr(entries, f"gradient_ensemble_{m.id}")(
-            mode, t0, t1, y0, params, t_eval, cot, data_a, use_loss, iopt, fopt, atol_f, g,
-            biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
-        )  # fmt: skip
+        codes = np.where(ST_F[:, 0] != 0, ST_F[:, 0], ST_B[:, 0])
+        msgs = [_message(int(c), sf[0]) for c, sf in zip(codes, ST_F)]
+        failed = tuple(int(i) for i in np.flatnonzero(codes))
+        stats = {
+            "forward": {"nfev": ST_F[:, 1], "naccept": ST_F[:, 2], "nreject": ST_F[:, 3]},
+            "backward": {"nfev": ST_B[:, 1], "naccept": ST_B[:, 2], "nreject": ST_B[:, 3]},
+        }
+        value, status, message = VALUE[:, 0], codes, msgs
     else:
-        getattr(entries, f"gradient_{m.id}")(
-            mode, t0, t1, y0, params, t_eval, cot[0], data_a[0], use_loss, iopt, fopt, atol_f,
-            g, biopt, bfopt.copy(), batol, max_ck, GY0[0], GP[0], ST_F[0], ST_B[0], VALUE[0],
-            Y_OUT[0],
-        )  # fmt: skip
-    codes = np.where(ST_F[:, 0] != 0, ST_F[:, 0], ST_B[:, 0])
-    msgs = [
-        ("forward pass: " if sf[0] else "backward pass: " if sb[0] else "") + _SHORT[int(code)]
-        for code, sf, sb in zip(codes, ST_F, ST_B)
-    ]
-    failed = tuple(int(i) for i in np.flatnonzero(codes))
-    pick = (lambda a: a) if batched else (lambda a: a[0])
-    stats = {
-        "forward": {
-            "nfev": pick(ST_F[:, 1]),
-            "naccept": pick(ST_F[:, 2]),
-            "nreject": pick(ST_F[:, 3]),
-        },
-        "backward": {
-            "nfev": pick(ST_B[:, 1]),
-            "naccept": pick(ST_B[:, 2]),
-            "nreject": pick(ST_B[:, 3]),
-        },
-    }
-    stats = {
-        k: {kk: (int(vv) if not batched else vv) for kk, vv in v.items()} for k, v in stats.items()
-    }
-    value = VALUE[:, 0] if batched else float(VALUE[0, 0])
-    status = codes if batched else Status(int(codes[0]))
+        sf, sb = ST_F.tolist(), ST_B.tolist()
+        code = sf[0] or sb[0]
+        failed = (0,) if code else ()
+        stats = {
+            "forward": {"nfev": sf[1], "naccept": sf[2], "nreject": sf[3]},
+            "backward": {"nfev": sb[1], "naccept": sb[2], "nreject": sb[3]},
+        }
+        value, status, message = float(VALUE[0]), Status(code), _message(code, sf[0])
 
     def time_grad():
         if use_loss:
             return None
-        return pick(_time_gradients(model, t_eval, t0, y0, params, cot, GY0, Y_OUT, batched))
+        if batched:
+            return _time_gradients(model, t_eval, t0, y0, params, cot, GY0, Y_OUT, True)
+        return _time_gradients(
+            model, t_eval, t0, y0, params, cot[None], GY0[None], Y_OUT[None], False
+        )[0]
 
-    out = Gradient(
-        pick(GY0), pick(GP), value, stats, status, msgs if batched else msgs[0], failed,
-        pick(Y_OUT), time_grad,
-    )  # fmt: skip
+    out = Gradient(GY0, GP, value, stats, status, message, failed, Y_OUT, time_grad)
     if throw and failed:
+        first = msgs[failed[0]] if batched else message
         err = IntegrationError(
-            f"gradient failed for trajectories {list(failed)[:10]}: {msgs[failed[0]]}", failed
+            f"gradient failed for trajectories {list(failed)[:10]}: {first}", failed
         )
         err.gradient = out
         raise err

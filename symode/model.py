@@ -16,13 +16,15 @@ import sympy as sp
 
 from .cache import load_generated
 from .codegen import generate_numba_source
-from .errors import IntegrationError, NonFiniteInputError, ShapeError, Status
+from .errors import IntegrationError, NonFiniteInputError, ShapeError, Status, t_eval_error
+from .gradients import compute_gradient
 from .system import Loss, ODESystem
 from .tableaus import METHOD_IDS, ButcherTableau, get_tableau
 
 __all__ = ["Model", "Solution", "compile_system"]
 
 _DTYPES = {np.dtype(np.float64), np.dtype(np.float32)}
+_NO_GRID = np.empty(0)  # adaptive steps (the engine never writes its inputs)
 
 
 @dataclass
@@ -78,16 +80,53 @@ def _method(name: str) -> _Method:
     return _Method(get_tableau(name))
 
 
-def _as_float_array(x, name: str, dtype, copy: bool = True) -> np.ndarray:
+def _as_float_array(x, name: str, dtype, copy: bool = True, finite: bool = True) -> np.ndarray:
     """x as a C-contiguous array of dtype (a copy unless ``copy`` is False and x already
-    is one: the kernels never write their inputs), checked to be finite."""
+    is one: the kernels never write their inputs), checked to be finite unless the
+    caller checks that itself."""
     try:
         a = np.array(x, dtype=dtype, order="C", copy=copy or None)
     except (TypeError, ValueError) as err:
         raise ShapeError(f"{name} must be an array of numbers: {err}") from None
-    if not np.isfinite(a).all():
+    if finite and not np.isfinite(a).all():
         raise NonFiniteInputError(f"{name} contains NaN or infinity")
     return a
+
+
+def _build_options(method: _Method, nz, rtol, atol, max_steps, dt_min, h0, beta, nerr, model):
+    if not (rtol >= 0 and math.isfinite(rtol)):
+        raise ValueError(f"rtol must be a finite number >= 0, got {rtol}")
+    if isinstance(atol, (int, float)):
+        if not (atol >= 0 and math.isfinite(atol)):
+            raise ValueError(f"atol must be finite and >= 0, got {atol}")
+        atol_a = np.full(nz, float(atol))
+    else:
+        atol_a = np.array(atol, dtype=np.float64)
+        if atol_a.ndim == 0:
+            atol_a = np.full(nz, float(atol_a))
+        elif atol_a.shape != (model.system.n_states,):
+            raise ShapeError(
+                f"atol must be a scalar or have shape ({model.system.n_states},), "
+                f"got {atol_a.shape}"
+            )
+        if (atol_a < 0).any() or not np.isfinite(atol_a).all():
+            raise ValueError("atol must be finite and >= 0")
+        if atol_a.size < nz:  # augmented states take the smallest state atol
+            atol_a = np.concatenate([atol_a, np.full(nz - atol_a.size, atol_a.min())])
+    if method.adaptive and rtol == 0 and (atol_a[: nerr or nz] == 0).any():
+        raise ValueError("rtol and atol cannot both be zero")
+    if not (isinstance(max_steps, (int, np.integer)) and max_steps > 0):
+        raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+    if beta is None:
+        beta = 0.2 / (method.err_order + 1)  # Hairer's DOPRI5: 0.04 for a 5(4) pair
+    iopt = np.array([max_steps, nerr or nz], np.int64)
+    fopt = np.array([rtol, h0 or 0.0, dt_min, 0.9, 0.2, 10.0, beta], np.float64)
+    return iopt, fopt, atol_a
+
+
+@functools.lru_cache(maxsize=256)
+def _scalar_options(method: _Method, nz, rtol, atol, max_steps, dt_min, h0, beta, nerr):
+    return _build_options(method, nz, rtol, atol, max_steps, dt_min, h0, beta, nerr, None)
 
 
 class Model:
@@ -102,11 +141,15 @@ class Model:
         self.source = source
         self.path = path
         self.loss = loss
+        # whether the loss has a running cost (a sympy comparison: computed once)
+        self._running_cost = loss is not None and loss.running != 0
         self._pkg = package
         self._modules: dict = {}
 
     def __repr__(self) -> str:
         return f"Model({self.system!r}, backend='numba', path='{self.path}')"
+
+    _method = staticmethod(_method)
 
     # -- engine access (imports are lazy: nothing compiles until first use) ----------
     def _module(self, name: str):
@@ -149,9 +192,11 @@ class Model:
 
     @staticmethod
     def _times(t_eval, t_span):
-        t_eval = _as_float_array(t_eval, "t_eval", np.float64, copy=False)
+        t_eval = _as_float_array(t_eval, "t_eval", np.float64, copy=False, finite=False)
         if t_eval.ndim != 1:
             raise ShapeError(f"t_eval must be 1-D, got shape {t_eval.shape}")
+        if t_eval.size and not (math.isfinite(t_eval[0]) and math.isfinite(t_eval[-1])):
+            raise NonFiniteInputError("t_eval contains NaN or infinity")
         if t_span is None:
             if t_eval.size < 2:
                 raise ShapeError("t_eval needs at least two times (or pass t_span=(t0, t1))")
@@ -161,10 +206,8 @@ class Model:
         if t0 == t1:
             raise ShapeError("the integration interval is empty (t0 == t1)")
         direction = 1.0 if t1 > t0 else -1.0
-        if t_eval.size > 1 and not (
-            (t_eval[1:] > t_eval[:-1]).all() if direction > 0 else (t_eval[1:] < t_eval[:-1]).all()
-        ):
-            raise ShapeError("t_eval must be strictly monotone in the direction of integration")
+        # strict monotonicity (and with it finiteness between the finite ends) is
+        # checked by the engine, which reports Status.BAD_T_EVAL: see _t_eval_error
         if t_eval.size and ((t_eval[0] - t0) * direction < 0 or (t_eval[-1] - t1) * direction > 0):
             raise ShapeError(f"t_eval must lie inside t_span [{t0}, {t1}]")
         return t_eval, t0, t1
@@ -174,7 +217,7 @@ class Model:
         """The fixed step times, or an empty grid: adaptive steps. An adaptive method
         given ``dt`` or ``grid`` takes those steps without error control."""
         if method.adaptive and dt is None and grid is None:
-            return np.empty(0)
+            return _NO_GRID
         if grid is not None:
             g = _as_float_array(grid, "grid", np.float64)
             if g.ndim != 1 or g.size < 2 or g[0] != t0 or g[-1] != t1:
@@ -192,34 +235,12 @@ class Model:
         return g
 
     def _options(self, method: _Method, nz, dtype, rtol, atol, max_steps, dt_min, h0, beta, nerr):
-        if not (rtol >= 0 and math.isfinite(rtol)):
-            raise ValueError(f"rtol must be a finite number >= 0, got {rtol}")
-        if isinstance(atol, (int, float)):
-            if not (atol >= 0 and math.isfinite(atol)):
-                raise ValueError(f"atol must be finite and >= 0, got {atol}")
-            atol_a = np.full(nz, float(atol))
-        else:
-            atol_a = np.array(atol, dtype=np.float64)
-            if atol_a.ndim == 0:
-                atol_a = np.full(nz, float(atol_a))
-            elif atol_a.shape != (self.system.n_states,):
-                raise ShapeError(
-                    f"atol must be a scalar or have shape ({self.system.n_states},), "
-                    f"got {atol_a.shape}"
-                )
-            if (atol_a < 0).any() or not np.isfinite(atol_a).all():
-                raise ValueError("atol must be finite and >= 0")
-            if atol_a.size < nz:  # augmented states take the smallest state atol
-                atol_a = np.concatenate([atol_a, np.full(nz - atol_a.size, atol_a.min())])
-        if method.adaptive and rtol == 0 and (atol_a[: nerr or nz] == 0).any():
-            raise ValueError("rtol and atol cannot both be zero")
-        if not (isinstance(max_steps, (int, np.integer)) and max_steps > 0):
-            raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
-        if beta is None:
-            beta = 0.2 / (method.err_order + 1)  # Hairer's DOPRI5: 0.04 for a 5(4) pair
-        iopt = np.array([max_steps, nerr or nz], np.int64)
-        fopt = np.array([rtol, h0 or 0.0, dt_min, 0.9, 0.2, 10.0, beta], np.float64)
-        return iopt, fopt, atol_a
+        """(iopt, fopt, atol) arrays for the engine, which never writes them: with a
+        scalar atol they come from a cache (building and checking them cost a quarter of
+        a small solve's time)."""
+        if type(atol) in (float, int) and type(rtol) in (float, int):
+            return _scalar_options(method, nz, rtol, atol, max_steps, dt_min, h0, beta, nerr)
+        return _build_options(method, nz, rtol, atol, max_steps, dt_min, h0, beta, nerr, self)
 
     # -- solving ------------------------------------------------------------------------
     def solve(
@@ -302,16 +323,21 @@ class Model:
                 t0, t1, y0, params, iopt, fopt, atol_a, g, t_eval, Y, stats, fstats
             )
             codes = stats[:, 0].copy()
+            if (codes == Status.BAD_T_EVAL).any():
+                raise t_eval_error(t_eval)
             msgs = _messages(stats, fstats)
             failed = tuple(int(i) for i in np.flatnonzero(codes))
             st = {"nfev": stats[:, 1], "naccept": stats[:, 2], "nreject": stats[:, 3]}
             sol = Solution(t_eval.copy(), Y, st, codes, msgs, None, failed)
         else:
-            Y = np.full((T, n), np.nan, dtype)
+            Y = np.empty((T, n), dtype)
             stats = np.zeros(5, np.int64)
             fstats = np.zeros(3)
             kernel = getattr(entries, f"solve_{'dense' if dense else 'forward'}_{m.id}")
             rec = kernel(t0, t1, y0, params, iopt, fopt, atol_a, g, t_eval, Y, stats, fstats)
+            if stats[0] == Status.BAD_T_EVAL:
+                raise t_eval_error(t_eval)
+            Y[stats[4] :] = np.nan  # the outputs a failed solve did not reach
             nfev, naccept, nreject = stats[1:4].tolist()
             code = Status(int(stats[0]))
             msg = _SUCCESS_MESSAGE if not code else code.describe(fstats[0], fstats[1])
@@ -353,8 +379,6 @@ class Model:
         Gradient
             ``.y0``, ``.params`` and forward/backward ``.stats``.
         """
-        from .gradients import compute_gradient
-
         if cotangent is None:
             raise ValueError("vjp needs cotangent= (∂L/∂y at each output time)")
         return compute_gradient(self, y0, t_eval, params, cotangent, adjoint=adjoint, **options)
@@ -385,8 +409,6 @@ class Model:
         -------
         (value, gradient) : (float, 1-D array)
         """
-        from .gradients import compute_gradient
-
         for w in wrt:
             if w not in ("params", "y0"):
                 raise ValueError(f"wrt entries must be 'params' or 'y0', got {w!r}")

@@ -142,7 +142,7 @@ def test_first_process_writes_module_and_numba_index(primed):
     assert_meta_consistent(directory)
     index = {p.name for p in (directory / "__pycache__").glob("*.nbi")}
     assert any(name.startswith("_dynamics.rhs-") for name in index), index
-    assert any(name.startswith("integrate.integrate-") for name in index), index
+    assert any(name.startswith("integrate.advance-") for name in index), index
     # rtol 1e-10: the global error of dopri5 is a small multiple of rtol here
     np.testing.assert_allclose(result["y"], worker_exact(), rtol=0, atol=1e-9)
     np.testing.assert_allclose(result["rhs"], WORKER_RHS, rtol=1e-15)
