@@ -205,6 +205,12 @@ def dopri5_lorenz(y0, t_eval, s, r, b, rtol, atol, max_steps=1_000_000):
     return out, stats
 
 
+# The same solver with FMA contraction allowed (LLVM may fuse a multiply and an add),
+# the one fast-math flag symode's engine uses: the speed limit for a solver given that
+# flag. Not cached: numba's cache index does not tell the two compilations apart.
+dopri5_lorenz_fma = njit(fastmath={"contract"})(dopri5_lorenz.py_func)
+
+
 def scipy_counts(fun, t_span, y0, method, t_eval, rtol, atol):
     """Run scipy's solve_ivp and count its steps: ``(solution, {nfev, naccept, nreject})``.
 

@@ -1,8 +1,8 @@
 """The on-disk cache of generated modules.
 
 Each compiled system lives in its own directory ``<root>/numba/<key>/``: the generated
-``_dynamics.py``, ``_entries.py`` (the engine's entry points, one per Runge–Kutta
-method, see ``codegen.generate_entries_source``), a copy of the engine modules from
+``_dynamics.py``, ``_entries_*.py`` (the engine's entry points, per engine module and
+Runge–Kutta method, see ``codegen.generate_entries_sources``), a copy of the engine modules from
 ``kernels/`` that import them as module globals (so numba's ``cache=True`` can store
 the compiled engine in that directory's ``__pycache__``), and ``meta.json`` with
 versions, the canonical inputs and a SHA-256 of every file.
@@ -71,10 +71,10 @@ def _kernel_sources() -> dict[str, str]:
     files = {p.name: p.read_text() for p in sorted(d.glob("*.py")) if p.name != "__init__.py"}
     if not files:
         raise FileNotFoundError(f"symode's engine sources were not found in {d}")
-    from .codegen import generate_entries_source
+    from .codegen import generate_entries_sources
     from .tableaus import METHOD_IDS
 
-    files["_entries.py"] = generate_entries_source(len(METHOD_IDS))
+    files.update(generate_entries_sources(len(METHOD_IDS)))
     return files
 
 

@@ -215,8 +215,7 @@ def compute_gradient(
     VALUE = np.zeros(lead + (1,))
     Y_OUT = np.full(lead + (T, n), np.nan, dtype)
     # bfopt: the backward pass writes its step size into it (the cached one stays intact)
-    entry = f"gradient{'_ensemble' if batched else ''}_{adjoint}_{m.id}"
-    getattr(model._module("_entries"), entry)(
+    model._entry("gradient_ensemble" if batched else "gradient", m, adjoint)(
         t0, t1, y0, params, t_eval, cot, data_a, use_loss, iopt, fopt, atol_f, g, biopt,
         bfopt if batched else bfopt.copy(), batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
     )  # fmt: skip

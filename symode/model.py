@@ -15,7 +15,7 @@ import numpy as np
 import sympy as sp
 
 from .cache import load_generated
-from .codegen import generate_numba_source
+from .codegen import entry_point, generate_numba_source
 from .errors import IntegrationError, NonFiniteInputError, ShapeError, Status, t_eval_error
 from .gradients import compute_gradient
 from .system import Loss, ODESystem
@@ -157,6 +157,11 @@ class Model:
         if mod is None:
             mod = self._modules[name] = importlib.import_module(f"{self._pkg.__name__}.{name}")
         return mod
+
+    def _entry(self, name: str, method: _Method, mode: str | None = None):
+        """The engine's compiled entry ``name`` for a method (and adjoint mode)."""
+        module, function = entry_point(name, method.id, mode)
+        return getattr(self._module(module), function)
 
     @property
     def kernels(self):
@@ -310,7 +315,6 @@ class Model:
         g = self._grid(m, t0, t1, dt, grid)
         n = self.system.n_states
         iopt, fopt, atol_a = self._options(m, n, dtype, rtol, atol, max_steps, dt_min, h0, beta, n)
-        entries = self._module("_entries")
         T = t_eval.size
         if batched:
             if dense:
@@ -319,7 +323,7 @@ class Model:
             Y = np.full((B, T, n), np.nan, dtype)
             stats = np.zeros((B, 5), np.int64)
             fstats = np.zeros((B, 3))
-            getattr(entries, f"solve_ensemble_{m.id}")(
+            self._entry("solve_ensemble", m)(
                 t0, t1, y0, params, iopt, fopt, atol_a, g, t_eval, Y, stats, fstats
             )
             codes = stats[:, 0].copy()
@@ -333,7 +337,7 @@ class Model:
             Y = np.empty((T, n), dtype)
             stats = np.zeros(5, np.int64)
             fstats = np.zeros(3)
-            kernel = getattr(entries, f"solve_{'dense' if dense else 'forward'}_{m.id}")
+            kernel = self._entry("solve_dense" if dense else "solve_forward", m)
             rec = kernel(t0, t1, y0, params, iopt, fopt, atol_a, g, t_eval, Y, stats, fstats)
             if stats[0] == Status.BAD_T_EVAL:
                 raise t_eval_error(t_eval)
@@ -437,9 +441,8 @@ class DenseSolution:
         if self._h.size == 0 or ((flat < lo) | (flat > hi)).any() or not np.isfinite(flat).all():
             covered = "no step" if self._h.size == 0 else f"[{lo}, {hi}] only"
             raise ValueError(f"the dense solution covers {covered}")
-        entries = self._model._module("_entries")
         out = np.empty((flat.size, self._z.shape[1]), self._z.dtype)
-        getattr(entries, f"dense_query_{self._method.id}")(
+        self._model._entry("dense_query", self._method)(
             flat, self.ts, self._h, self._z, self._params, out
         )
         return out.reshape(t.shape + (out.shape[1],))

@@ -115,11 +115,18 @@ EVERY_TABLEAU = {
 # float32 gradients (every kind again in single precision) in the full run
 GRADIENT_FILES = {"test_gradients.py", "test_losses.py"}
 FULL_ONLY = {"test_float32_gradients"}
+# rk4 variants of gradient tests (each compiles rk4's forward and adjoint kernels for
+# one more system): one system stays in the default run, the rest run with -m full
+FULL_ONLY_IDS = {
+    "test_modes_agree_pairwise[rk4-all]",
+    "test_nonlinear_discrete_rk4_equals_fd_of_rk4[lorenz]",
+    "test_nonlinear_discrete_rk4_equals_fd_of_rk4[oscillator]",
+}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.originalname in FULL_ONLY:
+        if item.originalname in FULL_ONLY or item.name in FULL_ONLY_IDS:
             item.add_marker(pytest.mark.full)
             continue
         params = getattr(getattr(item, "callspec", None), "params", {})

@@ -13,8 +13,7 @@ import re
 import numpy as np
 import pytest
 
-from symode import IntegrationError, ShapeError, Status
-from symode.tableaus import METHOD_IDS
+from symode import IntegrationError, NonFiniteInputError, ShapeError, Status
 
 P0 = np.array([1.5, 1.0, 3.0, 1.0])
 TS = np.linspace(0.0, 10.0, 51)
@@ -182,6 +181,11 @@ def test_shape_errors(lv_model, batch):
         lv_model.solve(Y0[None], TS, Pm)  # (1, B, n)
     with pytest.raises(ValueError, match="dense"):
         lv_model.solve(Y0, TS, Pm, dense=True)
+    # t_eval's order is checked by the engine (Status.BAD_T_EVAL), for every trajectory
+    with pytest.raises(ShapeError, match="monotone"):
+        lv_model.solve(Y0, [0.0, 2.0, 1.0], Pm, throw=False)
+    with pytest.raises(NonFiniteInputError, match="t_eval"):
+        lv_model.solve(Y0, [0.0, np.nan, 1.0], Pm)
 
 
 def test_float32_ensemble(lv_model, batch):
@@ -196,6 +200,6 @@ def test_batched_inputs_share_one_compiled_kernel(lv_model, batch):
     Y0, Pm = batch
     for y0, p in [(Y0, Pm), (Y0, P0), (Y0[0], Pm)]:
         lv_model.solve(y0, TS, p)
-    kernel = getattr(lv_model._module("_entries"), f"solve_ensemble_{METHOD_IDS['dopri5']}")
+    kernel = lv_model._entry("solve_ensemble", lv_model._method("dopri5"))
     float64_sigs = [sig for sig in kernel.signatures if "float32" not in str(sig)]
     assert len(float64_sigs) == 1, [str(s[2:4]) for s in float64_sigs]

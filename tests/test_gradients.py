@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import symode
-from symode import ShapeError
+from symode import NonFiniteInputError, ShapeError
 from symode.testing import GradientReport, check_adjoint_equations, check_gradient
 
 MODES = ("checkpoint", "backsolve", "discrete", "forward")
@@ -423,6 +423,11 @@ def test_wrong_cotangent_shape_is_a_shape_error(lv_model):
         lv_model.vjp([1.0, 1.0], ts, [1.5, 1, 3, 1])
     with pytest.raises(ValueError, match="NaN"):
         lv_model.vjp([1.0, 1.0], ts, [1.5, 1, 3, 1], np.full((5, 2), np.nan))
+    # t_eval's order is checked by the engine (Status.BAD_T_EVAL) and raised here too
+    with pytest.raises(ShapeError, match="monotone"):
+        lv_model.vjp([1.0, 1.0], [0.0, 2.0, 1.0], [1.5, 1, 3, 1], np.ones((3, 2)))
+    with pytest.raises(NonFiniteInputError, match="t_eval"):
+        lv_model.vjp([1.0, 1.0], [0.0, np.nan, 1.0], [1.5, 1, 3, 1], np.ones((3, 2)))
 
 
 def test_failed_gradient_raises_or_reports(lv_model):
