@@ -765,3 +765,27 @@ def test_float32(linear_model):
         np.testing.assert_allclose(sol.y, lin_exact(ts), rtol=0, atol=1e-4)
         ref = linear_model.solve(LIN_Y0, ts, LIN_P, method=method, **opts)
         np.testing.assert_allclose(sol.y, ref.y, rtol=0, atol=1e-4)
+
+
+def test_large_state_uses_heap_buffers_and_is_exact(cache_dir):
+    """A 72-state linear chain: the step loop's stage buffer (8 × 72 float64 = 4.5 KiB)
+    exceeds kernels/local.py's 4 KiB stack limit, so this exercises the heap path of the
+    local buffers (small systems take the stack path everywhere else). Oracle: expm, at
+    rtol = 1e-10 (the global error is a small multiple of rtol for this decay)."""
+    from symode.kernels.local import MAX_LOCAL_BYTES
+
+    n = 72
+    assert 8 * n * 8 > MAX_LOCAL_BYTES  # dopri5: 7 stages + f at the step's end
+    us = sp.symbols(f"u0:{n}")
+    k = sp.Symbol("k")
+    # u_i' = -(1 + i/n) u_i + k u_{i-1}: a lower-triangular A with distinct rates
+    rhs = [-(1 + sp.Rational(i, n)) * us[i] + (k * us[i - 1] if i else 0) for i in range(n)]
+    model = symode.ODESystem(rhs, states=list(us), params=[k], t=sp.Symbol("t")).compile(
+        cache_dir=cache_dir
+    )
+    A = np.diag([-(1 + i / n) for i in range(n)]) + 0.5 * np.eye(n, k=-1)
+    y0 = np.linspace(1.0, 2.0, n)
+    ts = np.linspace(0.0, 2.0, 5)
+    sol = model.solve(y0, ts, [0.5], rtol=1e-10, atol=1e-12)
+    exact = np.array([scipy.linalg.expm(A * t) @ y0 for t in ts])
+    np.testing.assert_allclose(sol.y, exact, rtol=1e-8, atol=1e-10)
