@@ -234,14 +234,25 @@ def _gradient_forward(
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
-def forward_pass(method, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, record, max_ck):
+def forward_pass(
+    method, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, gy0, gp, max_ck
+):
     """The forward solve of the adjoint modes (z = [y] or [y, q] with a running cost),
-    recording what ``record`` asks; writes y at t_obs into y_out. Returns the solution
-    at t_obs and ``integrate``'s record tuple."""
+    after zeroing the gradients. ``max_ck``: 0 records nothing (backsolve), 1 every
+    step's stages, K > 1 at most K checkpoints. Writes y at t_obs into y_out; returns the
+    solution at t_obs, ``integrate``'s record tuple, and the running cost's integral (0
+    without one; t_obs[-1] == t1 is required for a running cost)."""
+    clear_gradient(gy0, gp)
     n = N_STATES
     kind_f = FORWARD_COST if HAS_RUNNING_COST else FORWARD  # a compile-time literal
     nz = n + 1 if HAS_RUNNING_COST else n
     T = t_obs.size
+    if max_ck == 0:
+        record = RECORD_NONE
+    elif max_ck == 1:
+        record = RECORD_STAGES
+    else:
+        record = RECORD_CHECKPOINTS
     z0 = np.zeros(nz, y0.dtype)
     for j in range(n):
         z0[j] = y0[j]
@@ -253,7 +264,7 @@ def forward_pass(method, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_o
     for i in range(T):
         for j in range(n):
             y_out[i, j] = Zf[i, j]
-    return Zf, rec
+    return Zf, rec, Zf[T - 1, n] if HAS_RUNNING_COST else 0.0
 
 
 def _gradient_backsolve(
@@ -264,14 +275,11 @@ def _gradient_backsolve(
     n = N_STATES
     n_p = N_PARAMS
     T = t_obs.size
-    clear_gradient(gy0, gp)
-    Zf, rec = forward_pass(
-        method, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, dyn(RECORD_NONE),
-        dyn(2),
-    )  # fmt: skip
+    Zf, rec, total = forward_pass(
+        method, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, gy0, gp, dyn(0)
+    )
     if st_f[S_STATUS] != SUCCESS:
         return
-    total = Zf[T - 1, n] if HAS_RUNNING_COST else 0.0  # t_obs[-1] == t1 with a running cost
     aux0 = empty_aux(y0)
     fst = np.zeros(3)
     lam_y = np.zeros(n)
@@ -353,14 +361,11 @@ def _gradient_checkpoint(
     n = N_STATES
     n_p = N_PARAMS
     T = t_obs.size
-    clear_gradient(gy0, gp)
-    record = RECORD_STAGES if max_ck == 1 else RECORD_CHECKPOINTS
-    Zf, rec = forward_pass(
-        method, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, record, max_ck
+    Zf, rec, total = forward_pass(
+        method, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, gy0, gp, max_ck
     )
     if st_f[S_STATUS] != SUCCESS:
         return
-    total = Zf[T - 1, n] if HAS_RUNNING_COST else 0.0  # t_obs[-1] == t1 with a running cost
     direction = 1.0 if t1 >= t0 else -1.0
     n_seg, seg_t, seg_h, seg_z, seg_k = segments(method, max_ck, rec, y0)
     fst = np.zeros(3)
@@ -410,14 +415,11 @@ def _gradient_discrete(
     n = N_STATES
     n_p = N_PARAMS
     T = t_obs.size
-    clear_gradient(gy0, gp)
-    record = RECORD_STAGES if max_ck == 1 else RECORD_CHECKPOINTS
-    Zf, rec = forward_pass(
-        method, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, record, max_ck
+    Zf, rec, total = forward_pass(
+        method, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, gy0, gp, max_ck
     )
     if st_f[S_STATUS] != SUCCESS:
         return
-    total = Zf[T - 1, n] if HAS_RUNNING_COST else 0.0  # t_obs[-1] == t1 with a running cost
     kind_f = FORWARD_COST if HAS_RUNNING_COST else FORWARD  # a compile-time literal
     nz = n + 1 if HAS_RUNNING_COST else n
     direction = 1.0 if t1 >= t0 else -1.0
