@@ -121,6 +121,7 @@ def _state_sizes():
 
 
 STATE_SIZES = _state_sizes()
+WORK_SIZE = 2 * N_STATES + 2 * N_PARAMS  # scratch: y(t), ∂g/∂y, ∂g/∂p, a unit vector
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
@@ -139,25 +140,26 @@ def _n_stages(method):
 local_stages = local_array_intrinsic(lambda kind, method: (_n_stages(method), STATE_SIZES[kind]))
 local_state = local_array_intrinsic(lambda kind, method: (STATE_SIZES[kind],))
 local_weights = local_array_intrinsic(lambda kind, method: (_n_stages(method),))
-local_work = local_array_intrinsic(lambda kind, method: (2 * N_STATES + 2 * N_PARAMS,))
+local_work = local_array_intrinsic(lambda kind, method: (WORK_SIZE,))
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
 def empty_aux(dtype_like):
-    """A placeholder for ``aux`` (the ADJOINT kind's recorded forward steps)."""
-    nz = N_STATES
+    """A placeholder for ``aux`` (the ADJOINT kind's recorded forward steps, see
+    ``stage_eval``)."""
     return (
-        np.zeros((1, nz), dtype_like.dtype),
-        np.zeros((1, 1, nz), dtype_like.dtype),
+        np.zeros((1, N_STATES), dtype_like.dtype),
+        np.zeros((1, 1, N_STATES), dtype_like.dtype),
         np.zeros(2),
         np.ones(1),
+        np.zeros((1, N_STATES)),
+        np.array([0, 1, 1, -1], np.int64),
     )
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
 def work_size():
-    """Scratch: y(t) (n), ∂g/∂y (n), ∂g/∂p (p), unit vector (p)."""
-    return 2 * N_STATES + 2 * N_PARAMS
+    return WORK_SIZE
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
@@ -175,29 +177,24 @@ def find_step(ts, nsteps, t):
     return lo
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
-def interpolate(method, t, aux, y):
-    """y[:n] = the forward solution at t from the recorded steps aux = (z_j, k_j, t_j,
-    h_j): the method's continuous extension inside the step holding t. Inlined into
-    ``evaluate`` by numba: as a call, it cost the adjoint eight atomic reference-count
-    updates per evaluation."""
-    ys, ks, ts, hs = aux
+@njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False)
+def load_interpolant(method, j, zs, ks, hs, cbuf):
+    """Recorded step j's continuous extension (HNW II.6) as a polynomial in s = t - t_j:
+    y = Σ_q cbuf[q] s^q, cbuf[0] = z_j and cbuf[q + 1] = Σ_i P[i, q] k_ji / h_j^q, so
+    that each evaluation is K multiply-adds per component (Horner), not the K·S of
+    weighting the stages. Only the first N_STATES components (not a running cost)."""
     P = tableau(method)[4]
-    j = find_step(ts, hs.size, t)
-    h = hs[j]
-    th = (t - ts[j]) / h
     K = P.shape[1]
+    rh = 1.0 / hs[j]
     for m in range(N_STATES):
-        y[m] = 0.0
-    for i in range(P.shape[0]):
-        v = P[i, K - 1]
-        for q in range(K - 2, -1, -1):
-            v = v * th + P[i, q]
-        w = v * th * h
-        for m in range(N_STATES):
-            y[m] += w * ks[j, i, m]
-    for m in range(N_STATES):
-        y[m] += ys[j, m]
+        cbuf[0, m] = zs[j, m]
+        scale = 1.0
+        for q in range(K):
+            acc = 0.0
+            for i in range(P.shape[0]):
+                acc += P[i, q] * ks[j, i, m]
+            cbuf[q + 1, m] = acc * scale
+            scale *= rh
 
 
 def evaluate(kind, method, t, z, p, aux, work, out, r):
@@ -227,13 +224,19 @@ def _evaluate_backsolve(kind, method, t, z, p, aux, work, out, r):
 
 
 def _evaluate_adjoint(kind, method, t, z, p, aux, work, out, r):
-    interpolate(method, t, aux, work)
-    adjoint_row(t, work, p, z, ZERO, out, r, ZERO)
+    stage_eval(kind, method, t, z, p, aux, work, out, r)
 
 
 def _evaluate_sensitivity(kind, method, t, z, p, aux, work, out, r):
     sensitivity_row(t, z, p, work, out, r)
 
+
+# The evaluations are compiled without reference counting (numba's ``_nrt`` flag): they
+# allocate nothing, and their arrays are borrowed from the step loop for the call. With
+# it, the ADJOINT kind's evaluation (interpolation inlined) kept ten atomic increfs
+# and decrefs of its array arguments per call, which numba's pruning pass could not
+# remove: without them the checkpoint gradient of P3 went from 458 to 329 µs.
+EVALUATE_OPTIONS = {"fastmath": FMA, "error_model": "numpy", "_nrt": False}
 
 _EVALUATE = {
     FORWARD: _evaluate_forward,
@@ -244,10 +247,60 @@ _EVALUATE = {
 }
 
 
-@overload(evaluate, prefer_literal=True, jit_options={"fastmath": FMA, "error_model": "numpy"})
+@overload(evaluate, prefer_literal=True, jit_options=EVALUATE_OPTIONS)
 def _evaluate_kind(kind, method, t, z, p, aux, work, out, r):
     if isinstance(kind, types.IntegerLiteral):
         return _EVALUATE[kind.literal_value]
+    return None
+
+
+def stage_eval(kind, method, t, z, p, aux, work, out, r):
+    """``evaluate`` as the step loop calls it, inlined into the loop (numba IR). A call
+    passes every array as a handful of scalars, and LLVM did not inline the ADJOINT
+    kind's evaluation (interpolation and adjoint): inlined, the checkpoint gradient of
+    P3 went from 322 to 260 µs. Only the ADJOINT kind is written out here; the others
+    call ``evaluate``, which LLVM inlines."""
+    raise TypeError("stage_eval runs only inside compiled engine code")
+
+
+def _stage_eval_call(kind, method, t, z, p, aux, work, out, r):
+    evaluate(kind, method, t, z, p, aux, work, out, r)
+
+
+def _stage_eval_adjoint(kind, method, t, z, p, aux, work, out, r):
+    # y(t) from the recorded forward steps aux = (z_j, k_j, t_j, h_j, cbuf, iw): the
+    # method's continuous extension in the step j holding t, its polynomial in cbuf
+    # (``load_interpolant``, redone when j changes). The step is found from the last
+    # one, iw = (last j, nsteps, direction, j of cbuf): the sweep moves through the
+    # steps in order, so this is one or two comparisons, and a binary search only
+    # after a jump. Then the adjoint itself.
+    zs, ks, ts, hs, cbuf, iw = aux
+    K = tableau(method)[4].shape[1]
+    j = iw[0]
+    nsteps = iw[1]
+    d = iw[2]
+    if not (j < nsteps and d * (t - ts[j]) >= 0 and (j + 1 >= nsteps or d * (t - ts[j + 1]) < 0)):
+        if 0 < j < nsteps and d * (t - ts[j - 1]) >= 0 and d * (t - ts[j]) < 0:
+            j -= 1
+        else:
+            j = find_step(ts, nsteps, t)
+        iw[0] = j
+    if iw[3] != j:
+        load_interpolant(method, j, zs, ks, hs, cbuf)
+        iw[3] = j
+    s = t - ts[j]
+    for m in range(N_STATES):
+        v = cbuf[K, m]
+        for q in range(K - 1, -1, -1):
+            v = v * s + cbuf[q, m]
+        work[m] = v
+    adjoint_row(t, work, p, z, ZERO, out, r, ZERO)
+
+
+@overload(stage_eval, prefer_literal=True, inline="always", jit_options=EVALUATE_OPTIONS)
+def _stage_eval_kind(kind, method, t, z, p, aux, work, out, r):
+    if isinstance(kind, types.IntegerLiteral):
+        return _stage_eval_adjoint if kind.literal_value == ADJOINT else _stage_eval_call
     return None
 
 
@@ -521,28 +574,41 @@ def has_room(record, r, n_ck, max_ck, rec_t, ck_i):
 V_T, V_H, V_ERROLD, V_FAIL_H = 0, 1, 2, 3
 C_STEP, C_IOUT, C_NFEV, C_NACCEPT, C_NREJECT, C_STATUS = 0, 1, 2, 3, 4, 5
 C_NCK, C_EVERY, C_REJECTED, C_LAST_NONFINITE, C_STEP0, C_STOP = 6, 7, 8, 9, 10, 11
-N_IV = 12
+C_TSTOPS = 12  # 1: t_out are stops (see ``advance``), not outputs
+N_IV = 13
 RUNNING = -1  # status while the loop continues (advance returned for buffer space)
+STOPPED = -2  # status after a step that ended on a stop (C_TSTOPS)
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
+@njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False)
 def advance(
-    kind, method, t1, z_io, p, aux, iopt, fopt, atol, grid, t_out, z_out, k_io, fv, iv,
-    record, max_ck, rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
+    kind, method, t1, p, aux, iopt, fopt, atol, grid, t_out, z_out, ws, record, max_ck,
+    rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
 ):  # fmt: skip
-    """The step loop of ``integrate``: steps from the state in (z_io, k_io[0], fv, iv)
-    until t1, step number iv[C_STOP], a failure, or full record buffers (status
-    RUNNING; ``integrate`` grows them and calls again), then writes the state back.
+    """The step loop of ``integrate``: steps from the state in the workspace ws
+    (z, k[0], fv, iv) until t1, step number iv[C_STOP], a failure, or full record
+    buffers (status RUNNING; ``integrate`` grows them and calls again), then writes the
+    state back.
 
-    It allocates no heap arrays and reassigns none, so the loop does no reference
-    counting; its working buffers live in its own stack frame (``local.py``) and the
-    helpers that touch them are inlined, so LLVM keeps small states in registers."""
+    With iv[C_TSTOPS] == 1 the times t_out are stops instead of outputs: adaptive steps
+    are shortened to end on the next one (a fixed grid must contain them), nothing is
+    written to z_out, and the loop returns with status STOPPED after the step that
+    reached it, so that the caller can change z there (the adjoint's jumps at the
+    observation times) and call again (``resume``); the controller keeps its state.
+
+    It allocates no heap arrays, so it is compiled without reference counting (numba's
+    ``_nrt`` flag): with it, each call paid ~20 atomic increfs and decrefs of its array
+    arguments, felt by the adjoint's sweep, which calls it once per observation. Its
+    working buffers live in its own stack frame (``local.py``; the workspace's own
+    arrays when too large) and the helpers that touch them are inlined, so LLVM keeps
+    small states in registers."""
+    k_io, z_io, ztmp_ws, znew_ws, work_ws, bth_ws, fv, iv = ws
     z = local_state(kind, method, z_io)
-    ztmp = local_state(kind, method, z_io)
-    znew = local_state(kind, method, z_io)
-    k = local_stages(kind, method, z_io)
-    work = local_work(kind, method, fv)
-    bth = local_weights(kind, method, fv)
+    ztmp = local_state(kind, method, ztmp_ws)
+    znew = local_state(kind, method, znew_ws)
+    k = local_stages(kind, method, k_io)
+    work = local_work(kind, method, work_ws)
+    bth = local_weights(kind, method, bth_ws)
     for m in range(work.size):
         work[m] = 0.0
     for m in range(z.size):
@@ -579,6 +645,7 @@ def advance(
     last_nonfinite = iv[C_LAST_NONFINITE] == 1
     step0 = iv[C_STEP0]
     stop = iv[C_STOP]
+    tstops = iv[C_TSTOPS] == 1
     status = SUCCESS
     if record == RECORD_CHECKPOINTS and step == 0 and n_ck == 0:
         n_ck, every = snapshot(0, t, h, errold, z, k, ck_i, ck_z, ck_k, ck_f, 0, 1, max_ck)
@@ -601,6 +668,9 @@ def advance(
             if direction * (tnew - t1) >= 0:
                 tnew = t1
                 hs = t1 - t
+            if tstops and iout < T and direction * (tnew - t_out[iout]) >= 0:
+                tnew = t_out[iout]
+                hs = tnew - t
         else:
             if step >= grid.size - 1:
                 break
@@ -613,7 +683,7 @@ def advance(
                 for j in range(i):
                     acc += A[i, j] * k[j, m]
                 ztmp[m] = z[m] + hs * acc
-            evaluate(kind, method, t + c[i] * hs, ztmp, p, aux, work, k, i)
+            stage_eval(kind, method, t + c[i] * hs, ztmp, p, aux, work, k, i)
         nfev += s - 1
         err = 0.0
         finite = True
@@ -636,6 +706,12 @@ def advance(
         hnext = h
         if adaptive:
             err = math.sqrt(err / nz)
+            # a step shortened to end on t1 or a stop: its error speaks for its own
+            # size (HNW's DOPRI5 shrinks from it), and may shrink the proposal h but
+            # not grow it (the error of a short step is small, and mostly rounding
+            # for a sliver; growing from it made the next full step fail)
+            h_full = h
+            h = abs(hs)
             if not (err <= 1e300) or not finite:
                 h *= facmin
                 nreject += 1
@@ -655,8 +731,11 @@ def advance(
             else:
                 fac = safety * err ** (-expo) * errold**beta
             fac = min(1.0 if rejected else facmax, max(facmin, fac))
-            hnext = h * fac
-            errold = max(err, 1e-4)
+            if h < h_full:
+                hnext = min(h_full, h * fac)  # errold kept: no memory of a short step
+            else:
+                hnext = h * fac
+                errold = max(err, 1e-4)
             rejected = False
         elif not finite:
             status = NONFINITE
@@ -675,8 +754,11 @@ def advance(
         ):
             nfev += extra_stages(kind, method, t, z, hs, p, aux, work, k, ztmp)
         # outputs inside (t, tnew]: the end state, or the dense output
+        hit = False
         while iout < T and direction * (t_out[iout] - tnew) <= 0:
-            if t_out[iout] == tnew:
+            if tstops:
+                hit = True
+            elif t_out[iout] == tnew:
                 for m in range(nz):
                     z_out[iout, m] = znew[m]
             else:
@@ -705,6 +787,9 @@ def advance(
             status = NONFINITE
             fail_h = abs(hs)
             break
+        if hit:
+            status = STOPPED
+            break
     for m in range(nz):
         z_io[m] = z[m]
         k_io[0, m] = k[0, m]
@@ -727,8 +812,8 @@ def advance(
 @njit(cache=True, fastmath=FMA, error_model="numpy")
 def workspace(kind, method, like):
     """The step loop's arrays for one kind and method (dtype of ``like``):
-    (k, z, ztmp, znew, work, bth, fv, iv). Callers that integrate many pieces (the
-    adjoint between observations) allocate it once."""
+    (k, z, ztmp, znew, work, bth, fv, iv): the state between calls of ``advance``,
+    and its buffers where they are too large for its stack frame."""
     A, b, c, e, P, Ax, cx = tableau(method)
     S = A.shape[0] + 1 + Ax.shape[0]
     nz = state_size(kind)
@@ -772,15 +857,10 @@ def integrate_ws(
     ck_z, first stage ck_k[:, 0], (t, h, errold) ck_f) for ``replay``.
     """
     A, b, c, e, P, Ax, cx = tableau(method)
-    s = A.shape[0]
-    S = s + 1 + Ax.shape[0]
+    S = A.shape[0] + 1 + Ax.shape[0]
     nz = state_size(kind)
-    T = t_out.size
-    direction = 1.0 if t1 >= t0 else -1.0
-
     k, z, ztmp, znew, work, bth, fv, iv = ws
-    for m in range(nz):
-        z[m] = z0[m]
+    begin(kind, method, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, ws, ZERO)
 
     steps = record == RECORD_STEPS or record == RECORD_STAGES
     cap = 64 if steps else 1
@@ -794,39 +874,11 @@ def integrate_ws(
     else:
         ck_k = np.empty((ck_cap, 1, nz), z0.dtype)
     ck_f = np.empty((ck_cap, 3))
-
-    fv[:] = 0.0
-    iv[:] = 0
-    fv[V_T] = t0
-    fv[V_ERROLD] = 1e-4
-    iv[C_EVERY] = 1
-    iv[C_STOP] = 1 << 62
-    evaluate(kind, method, t0, z, p, aux, work, k, ZERO)
-    iv[C_NFEV] = 1
-    iout = 0
-    while iout < T and t_out[iout] == t0:
-        for m in range(nz):
-            z_out[iout, m] = z[m]
-        iout += 1
-    iv[C_IOUT] = iout
-    if not ordered(t_out, direction):
-        iv[C_STATUS] = BAD_T_OUT
-    elif not finite_row(k, ZERO) or not np.all(np.isfinite(z)):
-        iv[C_STATUS] = NONFINITE
-    else:
-        if adaptive_steps(method, grid):
-            h = fopt[F_H0]
-            if h <= 0.0:
-                h = initial_step(
-                    kind, method, t0, z, p, aux, work, direction, fopt[F_RTOL], atol,
-                    iopt[I_NERR], ztmp, k,
-                )  # fmt: skip
-                iv[C_NFEV] += 1
-            fv[V_H] = min(h, abs(t1 - t0))
+    if iv[C_STATUS] == RUNNING:
         while True:
             advance(
-                kind, method, t1, z, p, aux, iopt, fopt, atol, grid, t_out, z_out, k, fv, iv,
-                record, max_ck, rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
+                kind, method, t1, p, aux, iopt, fopt, atol, grid, t_out, z_out, ws, record,
+                max_ck, rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
             )  # fmt: skip
             if iv[C_STATUS] != RUNNING:
                 break
@@ -847,6 +899,58 @@ def integrate_ws(
     step = iv[C_STEP]
     if steps:
         rec_t[step] = fv[V_T]
+    finish(ws, stats, fstats)
+    return rec_t, rec_h, step, ck_i, ck_z, iv[C_NCK], ck_k, ck_f
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+def begin(kind, method, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, ws, tstops):
+    """Set up the step loop in the workspace ws: z = z0, k[0] = F(t0, z0), the outputs
+    at t0 (none when ``tstops``: then t_out are stops after t0, see ``advance``) and the
+    first step size. Leaves status RUNNING, or the reason not to start (BAD_T_OUT,
+    NONFINITE)."""
+    nz = state_size(kind)
+    T = t_out.size
+    direction = 1.0 if t1 >= t0 else -1.0
+    k, z, ztmp, znew, work, bth, fv, iv = ws
+    for m in range(nz):
+        z[m] = z0[m]
+    fv[:] = 0.0
+    iv[:] = 0
+    fv[V_T] = t0
+    fv[V_ERROLD] = 1e-4
+    iv[C_EVERY] = 1
+    iv[C_STOP] = 1 << 62
+    iv[C_TSTOPS] = tstops
+    iv[C_STATUS] = RUNNING
+    evaluate(kind, method, t0, z, p, aux, work, k, ZERO)
+    iv[C_NFEV] = 1
+    iout = 0
+    while tstops == 0 and iout < T and t_out[iout] == t0:
+        for m in range(nz):
+            z_out[iout, m] = z[m]
+        iout += 1
+    iv[C_IOUT] = iout
+    if not ordered(t_out, direction) or (tstops == 1 and T > 0 and t_out[0] == t0):
+        iv[C_STATUS] = BAD_T_OUT
+    elif not finite_row(k, ZERO) or not np.all(np.isfinite(z)):
+        iv[C_STATUS] = NONFINITE
+    elif adaptive_steps(method, grid):
+        h = fopt[F_H0]
+        if h <= 0.0:
+            h = initial_step(
+                kind, method, t0, z, p, aux, work, direction, fopt[F_RTOL], atol,
+                iopt[I_NERR], ztmp, k,
+            )  # fmt: skip
+            iv[C_NFEV] += 1
+        fv[V_H] = min(h, abs(t1 - t0))
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+def finish(ws, stats, fstats):
+    """Add the step loop's counts in ws to stats; its status and last times to fstats."""
+    fv = ws[6]
+    iv = ws[7]
     stats[S_STATUS] = iv[C_STATUS]
     stats[S_NFEV] += iv[C_NFEV]
     stats[S_NACCEPT] += iv[C_NACCEPT]
@@ -855,7 +959,48 @@ def integrate_ws(
     fstats[FS_T] = fv[V_T]
     fstats[FS_H] = fv[V_FAIL_H]
     fstats[FS_HNEXT] = fv[V_H]
-    return rec_t, rec_h, step, ck_i, ck_z, iv[C_NCK], ck_k, ck_f
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy")
+def no_record(like):
+    """Empty record buffers (rec_t, rec_h, ck_i, ck_z, ck_k, ck_f) for ``advance``
+    with RECORD_NONE."""
+    nz = like.size
+    return (
+        np.empty(1),
+        np.empty(1),
+        np.empty(1, np.int64),
+        np.empty((1, nz), like.dtype),
+        np.empty((1, 1, nz), like.dtype),
+        np.empty((1, 3)),
+    )
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+def resume(kind, method, t1, p, aux, iopt, fopt, atol, grid, stops, ws, rec):
+    """Step on from the state in ws (``begin`` with tstops, then this) until the next
+    stop or t1. Returns the index of the stop reached, or -1 at t1 or on a failure
+    (status in ws)."""
+    iv = ws[7]
+    rec_t, rec_h, ck_i, ck_z, ck_k, ck_f = rec
+    advance(
+        kind, method, t1, p, aux, iopt, fopt, atol, grid, stops, ck_z, ws, dyn(RECORD_NONE),
+        dyn(2), rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
+    )  # fmt: skip
+    if iv[C_STATUS] == STOPPED:
+        iv[C_STATUS] = RUNNING
+        return iv[C_IOUT] - 1
+    return -1
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+def restart(kind, method, p, aux, ws):
+    """After the caller changed z at a stop: k[0] = F(t, z) again (one evaluation)."""
+    k, z, ztmp, znew, work, bth, fv, iv = ws
+    evaluate(kind, method, fv[V_T], z, p, aux, work, k, ZERO)
+    iv[C_NFEV] += 1
+    if not finite_row(k, ZERO) or not np.all(np.isfinite(z)):
+        iv[C_STATUS] = NONFINITE
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
@@ -867,16 +1012,12 @@ def replay(
     step's start time, size, state and stages in the seg_ buffers (room for them).
     The step loop restarts in exactly the state it had, so the steps (and the rejected
     attempts between them) are those of the forward pass, bit for bit. Returns nfev."""
-    A, b, c, e, P, Ax, cx = tableau(method)
-    S = A.shape[0] + 1 + Ax.shape[0]
     nz = state_size(kind)
-    k = np.empty((S, nz), seg_z.dtype)
-    z = np.empty(nz, seg_z.dtype)
+    ws = workspace(kind, method, seg_z)
+    k, z, ztmp, znew, work, bth, fv, iv = ws
     for m in range(nz):
         z[m] = ck_z[q, m]
         k[0, m] = ck_k[q, 0, m]
-    fv = np.zeros(4)
-    iv = np.zeros(N_IV, np.int64)
     fv[V_T] = ck_f[q, 0]
     fv[V_H] = ck_f[q, 1]
     fv[V_ERROLD] = ck_f[q, 2]
@@ -885,9 +1026,9 @@ def replay(
     iv[C_STOP] = stop
     iv[C_EVERY] = 1
     advance(
-        kind, method, t1, z, p, aux, iopt, fopt, atol, grid, np.empty(0),
-        np.empty((0, nz), seg_z.dtype), k, fv, iv, dyn(RECORD_STAGES), dyn(2), seg_t, seg_h,
-        ck_i, seg_z, seg_k, ck_f,
+        kind, method, t1, p, aux, iopt, fopt, atol, grid, np.empty(0),
+        np.empty((0, nz), seg_z.dtype), ws, dyn(RECORD_STAGES), dyn(2), seg_t, seg_h, ck_i,
+        seg_z, seg_k, ck_f,
     )  # fmt: skip
     seg_t[stop - ck_i[q]] = fv[V_T]
     return iv[C_NFEV]

@@ -8,28 +8,31 @@ the loop's own function (and indexed by constants once the stage loops unroll), 
 promotes them to registers, as in a hand-written stepper whose state is in scalars:
 on Lorenz with RK4 this took the engine from 1.4x to 1.1x the hand-written loop.
 
-Buffers over ``MAX_LOCAL_BYTES`` (large systems, sensitivities) come from the heap,
-as ``np.empty`` would give them: the stack of a worker thread is small.
+Buffers over ``MAX_LOCAL_BYTES`` (large systems, sensitivities) are the caller's heap
+arrays instead (the stack of a worker thread is small): the loop then works in them
+directly. The loop itself allocates nothing, so it can be compiled without reference
+counting.
 """
 
 import llvmlite.ir as llir
 from numba.core import cgutils, types
+from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
-from numba.np.arrayobj import _empty_nd_impl, make_array, populate_array
+from numba.np.arrayobj import make_array, populate_array
 
 MAX_LOCAL_BYTES = 4096
 
 
-def _local_array(context, builder, arrty, dims):
-    """An array of type ``arrty`` and constant shape ``dims``: on the stack when small."""
+def _local_array(context, builder, arrty, dims, fallback):
+    """An array of type ``arrty`` and constant shape ``dims``: on the stack when small,
+    else the caller's ``fallback`` array (borrowed)."""
     size = 1
     for d in dims:
         size *= d
     ll = context.get_data_type(arrty.dtype)
     itemsize = context.get_abi_sizeof(ll)
     if size * itemsize > MAX_LOCAL_BYTES:
-        shapes = [context.get_constant(types.intp, d) for d in dims]
-        return _empty_nd_impl(context, builder, arrty, shapes)._getvalue()
+        return impl_ret_borrowed(context, builder, arrty, fallback)
     buf = cgutils.alloca_once(builder, llir.ArrayType(ll, max(size, 1)))
     ary = make_array(arrty)(context, builder)
     strides = []
@@ -49,25 +52,28 @@ def _local_array(context, builder, arrty, dims):
 
 
 def local_array_intrinsic(shape_of):
-    """An intrinsic ``f(kind, method, like)`` returning an empty array of like's dtype
-    and shape ``shape_of(kind, method)`` (kind and method literal ints), allocated in
-    the caller's stack frame when small. Only for functions that keep the array to
-    themselves (it dies with their frame)."""
+    """An intrinsic ``f(kind, method, fallback)`` returning an array of shape
+    ``shape_of(kind, method)`` (kind and method literal ints) and fallback's type,
+    allocated in the caller's stack frame when small; when not, ``fallback`` itself,
+    a C-contiguous array of that shape (or larger) that the caller owns. Only for
+    functions that keep the array to themselves (a stack array dies with their frame)."""
 
     @intrinsic(prefer_literal=True)
-    def local(typingctx, kind, method, like):
-        if not (
+    def local(typingctx, kind, method, fallback):
+        dims = None
+        if (
             isinstance(kind, types.IntegerLiteral)
             and isinstance(method, types.IntegerLiteral)
-            and isinstance(like, types.Array)
+            and isinstance(fallback, types.Array)
+            and fallback.layout == "C"
         ):
+            dims = tuple(int(d) for d in shape_of(kind.literal_value, method.literal_value))
+        if dims is None or len(dims) != fallback.ndim:
             return None
-        dims = tuple(int(d) for d in shape_of(kind.literal_value, method.literal_value))
-        arrty = types.Array(like.dtype, len(dims), "C")
 
         def codegen(context, builder, sig, args):
-            return _local_array(context, builder, arrty, dims)
+            return _local_array(context, builder, fallback, dims, args[2])
 
-        return arrty(kind, method, like), codegen
+        return fallback(kind, method, fallback), codegen
 
     return local

@@ -26,6 +26,7 @@ more forward pass.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +84,16 @@ _SHORT = {
     2: "step size underflow (a singularity, or a stiff problem)",
     3: "non-finite state (NaN or inf) in the dynamics",
 }
+
+
+# a plain int: comparing numpy integers with an IntEnum member costs ~6-15 µs
+_BAD_T_EVAL = int(Status.BAD_T_EVAL)
+
+
+@functools.lru_cache(maxsize=64)
+def _filled(size: int, value: float) -> np.ndarray:
+    """A constant array the engine only reads (the backward atol), made once."""
+    return np.full(size, value)
 
 
 def _message(code: int, forward_code: int) -> str:
@@ -173,7 +184,7 @@ def compute_gradient(
             data_a = np.zeros((T, 0))
         if model._running_cost and t_eval[-1] != t1:
             raise ValueError("a running cost needs the last output time to be the end of the span")
-        cot = np.zeros(lead + (T, n))
+        cot = np.zeros(lead + (T, n))  # not read: the loss gives the cotangents
     else:
         cot = np.asarray(cotangent, np.float64)
         if cot.shape not in ((T, n), (B, T, n)) or (cot.ndim == 3 and not batched):
@@ -187,7 +198,10 @@ def compute_gradient(
     else:
         cot = np.ascontiguousarray(cot)
         data_a = np.ascontiguousarray(data_a)
-    if not (np.isfinite(cot).all() and np.isfinite(data_a).all()):
+    # the caller's arrays only (the zeros above need no check: it costs µs)
+    if (not use_loss and not np.isfinite(cot).all()) or (
+        data_a.size and not np.isfinite(data_a).all()
+    ):
         raise ValueError("cotangent/data contain NaN or infinity")
 
     nz_f = n + (1 if model._running_cost else 0)
@@ -197,13 +211,20 @@ def compute_gradient(
     nz_b = (2 * n + n_p) if mode == 0 else (n + n_p)
     nerr_b = ({0: 2 * n, 1: n}.get(mode, nz_b)) if seminorm else nz_b
     b_rtol = rtol if adjoint_rtol is None else adjoint_rtol
-    b_atol = float(atol_f[:n].min()) if adjoint_atol is None else adjoint_atol
+    if adjoint_atol is not None:
+        b_atol = adjoint_atol
+    elif type(atol) in (float, int):
+        b_atol = atol
+    else:
+        b_atol = float(atol_f[:n].min())
     biopt, bfopt, _ = model._options(
         m, nz_b, dtype, b_rtol, b_atol, max_steps, 0.0, None, None, nerr_b
     )
-    batol = np.full(nz_b, float(b_atol))
-    if mode == 0:
+    if mode == 0:  # backsolve's y channels keep the forward atol
+        batol = np.full(nz_b, float(b_atol))
         batol[:n] = atol_f[:n]
+    else:
+        batol = _filled(nz_b, float(b_atol))
     # None: one segment, every step's stages recorded on the forward pass;
     # K: at most K snapshots, the backward pass replaying one segment at a time
     max_ck = 1 if checkpoints is None else int(checkpoints)
@@ -213,15 +234,17 @@ def compute_gradient(
     ST_F = np.zeros(lead + (5,), np.int64)
     ST_B = np.zeros(lead + (5,), np.int64)
     VALUE = np.zeros(lead + (1,))
-    Y_OUT = np.full(lead + (T, n), np.nan, dtype)
-    # bfopt: the backward pass writes its step size into it (the cached one stays intact)
+    Y_OUT = np.empty(lead + (T, n), dtype)
+    # the engine reads the option arrays only (the cached ones stay intact)
     model._entry("gradient_ensemble" if batched else "gradient", m, adjoint)(
         t0, t1, y0, params, t_eval, cot, data_a, use_loss, iopt, fopt, atol_f, g, biopt,
-        bfopt if batched else bfopt.copy(), batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+        bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
     )  # fmt: skip
-    if (ST_F[..., 0] == Status.BAD_T_EVAL).any():
-        raise t_eval_error(t_eval)
     if batched:
+        if (ST_F[:, 0] == _BAD_T_EVAL).any():
+            raise t_eval_error(t_eval)
+        for bi in np.flatnonzero(ST_F[:, 4] < T):
+            Y_OUT[bi, ST_F[bi, 4] :] = np.nan  # outputs a failed forward pass did not reach
         codes = np.where(ST_F[:, 0] != 0, ST_F[:, 0], ST_B[:, 0])
         msgs = [_message(int(c), sf[0]) for c, sf in zip(codes, ST_F)]
         failed = tuple(int(i) for i in np.flatnonzero(codes))
@@ -232,6 +255,10 @@ def compute_gradient(
         value, status, message = VALUE[:, 0], codes, msgs
     else:
         sf, sb = ST_F.tolist(), ST_B.tolist()
+        if sf[0] == _BAD_T_EVAL:
+            raise t_eval_error(t_eval)
+        if sf[4] < T:
+            Y_OUT[sf[4] :] = np.nan
         code = sf[0] or sb[0]
         failed = (0,) if code else ()
         stats = {
