@@ -42,6 +42,7 @@ from .integrate import (
     ADJOINT,
     BACKSOLVE,
     C_STATUS,
+    C_STEP,
     FMA,
     FORWARD,
     FORWARD_COST,
@@ -80,15 +81,21 @@ MODE_DISCRETE = 2
 MODE_FORWARD = 3
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
-def observation_cotangent(use_loss, y, cot_i, data_i, p, out_y, gp):
-    """out_y = ∂L/∂y(tᵢ); with a symbolic loss also gp += ∂φ/∂p. Returns φ."""
+# The helpers of the backward loops below allocate nothing (scratch arrays come from
+# their callers), so they are compiled without reference counting, like the step loop
+# (integrate.advance): no atomic increfs of array arguments and row views per call.
+NO_NRT = {"cache": True, "fastmath": FMA, "error_model": "numpy", "_nrt": False}
+
+
+@njit(**NO_NRT)
+def observation_cotangent(use_loss, y, cot_i, data_i, p, out_y, gp, wp):
+    """out_y = ∂L/∂y(tᵢ); with a symbolic loss also gp += ∂φ/∂p (scratch wp, size p).
+    Returns φ."""
     n = N_STATES
     if not use_loss:
         for j in range(n):
             out_y[j] = cot_i[j]
         return 0.0
-    wp = np.empty(N_PARAMS)
     observation_grad(y, data_i, p, out_y, wp)
     for q in range(N_PARAMS):
         gp[q] += wp[q]
@@ -145,23 +152,17 @@ def sweep_stops(t_obs, io, t_end, direction, bounds, nb):
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
-def sweep_grid(method, grid, t_start, stops, t_end):
-    """The steps of a backward sweep on a fixed grid: the grid's points between t_start
-    and t_end, in the sweep's order, with every stop (no sliver steps next to one, see
-    ``subgrid``). Adaptive steps need none: the grid is returned as it is."""
+def piece_grid(method, grid, stops, i, t_start, t_end, ws):
+    """The fixed steps of the sweep's piece from stop i (i = -1: from t_start) to the
+    next stop (or t_end), see ``subgrid``; the step loop's grid index restarts. One
+    piece at a time, so that a backsolve sweep stays O(1) in memory. Adaptive steps
+    need no grid: the (empty) grid is returned as it is."""
     if adaptive_steps(method, grid):
         return grid
-    out = np.empty(grid.size + stops.size + 2)
-    n = 0
-    ta = t_start
-    for i in range(stops.size + 1):
-        tb = stops[i] if i < stops.size else t_end
-        piece = subgrid(grid, ta, tb)
-        for q in range(1 if n > 0 else 0, piece.size):
-            out[n] = piece[q]
-            n += 1
-        ta = tb
-    return out[:n]
+    ws[7][C_STEP] = 0
+    ta = t_start if i < 0 else stops[i]
+    tb = stops[i + 1] if i + 1 < stops.size else t_end
+    return subgrid(grid, ta, tb)
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
@@ -176,14 +177,41 @@ def add_stats(dst, src):
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
-def add_sweep(dst, ws):
-    """Add a finished sweep's counts (workspace ws) to the stats dst."""
-    st = np.zeros(5, np.int64)
-    finish(ws, st, np.zeros(3))
-    add_stats(dst, st)
+def start_sweep(kind, method, t_start, t_end, z0, p, aux, biopt, bfopt, batol, grid, stops):
+    """A backward sweep of the step loop from t_start to t_end, stopping at ``stops``
+    (``begin`` with tstops): returns its workspace, the first piece's grid and the
+    (empty) record buffers that ``resume`` takes."""
+    ws = workspace(kind, method, z0)
+    g = piece_grid(method, grid, stops, -1, t_start, t_end, ws)
+    rec_b = no_record(z0)
+    begin(
+        kind, method, t_start, t_end, z0, p, aux, biopt, bfopt, batol, g, stops, rec_b[3],
+        ws, ONE,
+    )  # fmt: skip
+    return ws, g, rec_b
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
+def end_sweep(st_b, ws, z_out):
+    """Add a finished sweep's counts (workspace ws) to the stats st_b; z_out = its z."""
+    st = np.zeros(5, np.int64)
+    finish(ws, st, np.zeros(3))
+    add_stats(st_b, st)
+    for m in range(z_out.size):
+        z_out[m] = ws[1][m]
+
+
+@njit(**NO_NRT)
+def jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, off):
+    """λ's jump at observation io: z[off : off + n] += ∂L/∂y(t_io) (lam_y, scratch wq);
+    with a symbolic loss gp += ∂φ/∂p. Returns φ."""
+    phi = observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp, wq)
+    for j in range(N_STATES):
+        z[off + j] += lam_y[j]
+    return phi
+
+
+@njit(**NO_NRT)
 def vjp_kind(kind, t, z, p, zbar, out_z, out_p, wy, wp):
     """(out_z, out_p) = zbarᵀ ∂F/∂(z, p) for the forward kinds (with the cost channel)."""
     n = N_STATES
@@ -232,6 +260,7 @@ def _gradient_forward(
     T = t_obs.size
     clear_gradient(gy0, gp)
     lam_y = np.zeros(n)
+    wq = np.empty(N_PARAMS)  # scratch of observation_cotangent
     total = 0.0
     m_cols = n_p + n
     zsz = n + m_cols * n + m_cols
@@ -250,7 +279,7 @@ def _gradient_forward(
     if st_f[S_STATUS] != SUCCESS:
         return
     for i in range(T):
-        total += observation_cotangent(use_loss, Z[i], cot[i], data[i], p, lam_y, gp)
+        total += observation_cotangent(use_loss, Z[i], cot[i], data[i], p, lam_y, gp, wq)
         for col in range(m_cols):
             acc = 0.0
             for j in range(n):
@@ -321,26 +350,21 @@ def _gradient_backsolve(
     direction = 1.0 if t1 >= t0 else -1.0
     aux = empty_aux(y0)
     lam_y = np.zeros(n)
+    wq = np.empty(N_PARAMS)  # scratch of observation_cotangent
     za = np.zeros(2 * n + n_p, y0.dtype)
     # λ = 0 after the last observation (no running cost there): start at it
     io = T - 1
     t_start = t_obs[io]
     for j in range(n):
         za[j] = Zf[io, j]
-    total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
-    for j in range(n):
-        za[n + j] += lam_y[j]
+    total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, n)
     io -= 1
     if t_start != t0:
         stops = sweep_stops(t_obs, io, t0, direction, np.empty(0), 0)
-        g = sweep_grid(method, grid, t_start, stops, t0)
-        ws = workspace(BACKSOLVE, method, y0)
+        ws, g, rec_b = start_sweep(
+            BACKSOLVE, method, t_start, t0, za, p, aux, biopt, bfopt, batol, grid, stops
+        )
         z = ws[1]
-        rec_b = no_record(za)
-        begin(
-            BACKSOLVE, method, t_start, t0, za, p, aux, biopt, bfopt, batol, g, stops,
-            rec_b[3], ws, ONE,
-        )  # fmt: skip
         while ws[7][C_STATUS] == RUNNING:
             i = resume(BACKSOLVE, method, t0, p, aux, biopt, bfopt, batol, g, stops, ws, rec_b)
             if i < 0:
@@ -348,18 +372,13 @@ def _gradient_backsolve(
             # the stop is observation io
             for j in range(n):
                 z[j] = Zf[io, j]
-            total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
-            for j in range(n):
-                z[n + j] += lam_y[j]
+            total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, n)
             io -= 1
             restart(BACKSOLVE, method, p, aux, ws)
-        add_sweep(st_b, ws)
-        for m in range(za.size):
-            za[m] = z[m]
+            g = piece_grid(method, grid, stops, i, t_start, t0, ws)
+        end_sweep(st_b, ws, za)
     while io >= 0:  # observations at t0
-        total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
-        for j in range(n):
-            za[n + j] += lam_y[j]
+        total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, n)
         io -= 1
     for j in range(n):
         gy0[j] = za[n + j]
@@ -450,23 +469,18 @@ def _gradient_checkpoint(
     )  # fmt: skip
     t_start = seg_t[nseg]
     lam_y = np.zeros(n)
+    wq = np.empty(N_PARAMS)  # scratch of observation_cotangent
     za = np.zeros(n + n_p, y0.dtype)
     io = T - 1
     while io >= 0 and t_obs[io] == t_start:
-        total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
-        for j in range(n):
-            za[j] += lam_y[j]
+        total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, 0)
         io -= 1
     if t_start != t0:
         stops = sweep_stops(t_obs, io, t0, direction, bounds, n_seg - 1)
-        g = sweep_grid(method, grid, t_start, stops, t0)
-        ws = workspace(ADJOINT, method, y0)
+        ws, g, rec_b = start_sweep(
+            ADJOINT, method, t_start, t0, za, p, aux, biopt, bfopt, batol, grid, stops
+        )
         z = ws[1]
-        rec_b = no_record(za)
-        begin(
-            ADJOINT, method, t_start, t0, za, p, aux, biopt, bfopt, batol, g, stops,
-            rec_b[3], ws, ONE,
-        )  # fmt: skip
         while ws[7][C_STATUS] == RUNNING:
             i = resume(ADJOINT, method, t0, p, aux, biopt, bfopt, batol, g, stops, ws, rec_b)
             if i < 0:
@@ -478,18 +492,13 @@ def _gradient_checkpoint(
                     seg_z, seg_k, iw, st_b,
                 )  # fmt: skip
             if io >= 0 and stops[i] == t_obs[io]:
-                total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
-                for j in range(n):
-                    z[j] += lam_y[j]
+                total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, 0)
                 io -= 1
                 restart(ADJOINT, method, p, aux, ws)
-        add_sweep(st_b, ws)
-        for m in range(za.size):
-            za[m] = z[m]
+            g = piece_grid(method, grid, stops, i, t_start, t0, ws)
+        end_sweep(st_b, ws, za)
     while io >= 0:  # observations at t0
-        total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
-        for j in range(n):
-            za[j] += lam_y[j]
+        total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, 0)
         io -= 1
     for j in range(n):
         gy0[j] = za[j]
@@ -512,15 +521,13 @@ def _gradient_discrete(
     )
     if st_f[S_STATUS] != SUCCESS:
         return
-    kind_f = FORWARD_COST if HAS_RUNNING_COST else FORWARD  # a compile-time literal
     nz = n + 1 if HAS_RUNNING_COST else n
     direction = 1.0 if t1 >= t0 else -1.0
-    A, b, c, e, P, Ax, cx = tableau(method)
-    s = A.shape[0]
-    n_extra = Ax.shape[0]
-    S = s + 1 + n_extra  # stages, f1, extra dense-output stages
+    A = tableau(method)[0]
+    S = A.shape[0] + 1 + tableau(method)[5].shape[0]  # stages, f1, extra dense stages
     n_seg, seg_t, seg_h, seg_z, seg_k = segments(method, max_ck, rec, y0)
     lam_y = np.zeros(n)
+    wq = np.empty(N_PARAMS)  # scratch of observation_cotangent
     wy = np.zeros(n)
     wp = np.zeros(n_p)
     bth = np.empty(S)
@@ -532,6 +539,7 @@ def _gradient_discrete(
     oz = np.zeros(nz)
     op = np.zeros(n_p)
     Y = np.empty(nz, y0.dtype)
+    z_end = np.empty(nz, y0.dtype)
     iw = np.zeros(4, np.int64)  # (no interpolant: the sweep is discrete)
     io = T - 1
     for q in range(n_seg - 1, -1, -1):
@@ -539,75 +547,101 @@ def _gradient_discrete(
             method, q, p, iopt, fopt, atol, grid, t1, max_ck, rec, seg_t, seg_h, seg_z, seg_k,
             iw, st_b,
         )  # fmt: skip
-        for r in range(nseg - 1, -1, -1):
-            ta = seg_t[r]
-            tb = seg_t[r + 1]
-            h = seg_h[r]
-            # outputs inside (ta, tb]: at tb it is the step's end state, else dense output
-            for m in range(nz):
-                for st in range(S):
-                    kbar[st, m] = 0.0
-            while io >= 0 and direction * (t_obs[io] - ta) > 0:
-                total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
-                if t_obs[io] == tb:
-                    for j in range(n):
-                        zbar[j] += lam_y[j]
-                else:
-                    dense_weights(method, (t_obs[io] - ta) / h, bth)
-                    for j in range(n):
-                        zbar_new[j] += lam_y[j]  # held until the step's start
-                        for st in range(S):
-                            kbar[st, j] += h * bth[st] * lam_y[j]
-                io -= 1
-            # extra dense-output stages x_j = F(ta + cx_j h, X_j), in reverse
-            for jx in range(n_extra - 1, -1, -1):
-                stage_input(method, s + 1 + jx, seg_z[r], h, seg_k[r], Y)
-                vjp_kind(kind_f, ta + cx[jx] * h, Y, p, kbar[s + 1 + jx], oz, op, wy, wp)
-                st_b[S_NFEV] += 1
-                for qq in range(n_p):
-                    gp[qq] += op[qq]
-                for m in range(nz):
-                    zbar_new[m] += oz[m]
-                    for l in range(s + 1 + jx):
-                        kbar[l, m] += h * Ax[jx, l] * oz[m]
-            # f1 = F(tb, z_{i+1}) feeds the Hermite rows of non-FSAL methods (and the
-            # extra stages); for FSAL methods f1 is the last stage itself
-            if FSAL[method]:
-                for m in range(nz):
-                    kbar[s - 1, m] += kbar[s, m]
-            else:
-                z_next = seg_z[r + 1] if r + 1 < nseg else seg_end(seg_z, seg_k, r, h, method)
-                vjp_kind(kind_f, tb, z_next, p, kbar[s], oz, op, wy, wp)
-                st_b[S_NFEV] += 1
-                for m in range(nz):
-                    zbar[m] += oz[m]
-                for qq in range(n_p):
-                    gp[qq] += op[qq]
-            for m in range(nz):
-                for st in range(s):
-                    kbar[st, m] += h * b[st] * zbar[m]
-            for st in range(s - 1, -1, -1):
-                stage_input(method, st, seg_z[r], h, seg_k[r], Y)
-                vjp_kind(kind_f, ta + c[st] * h, Y, p, kbar[st], oz, op, wy, wp)
-                st_b[S_NFEV] += 1
-                for qq in range(n_p):
-                    gp[qq] += op[qq]
-                for m in range(nz):
-                    for l in range(st):
-                        kbar[l, m] += h * A[st, l] * oz[m]
-                for m in range(nz):
-                    zbar_new[m] += oz[m]
-            for m in range(nz):
-                zbar[m] += zbar_new[m]
-                zbar_new[m] = 0.0
+        io, total = reverse_steps(
+            method, nseg, seg_t, seg_h, seg_z, seg_k, t_obs, io, total, Zf, cot, data,
+            use_loss, p, gp, st_b, direction, zbar, zbar_new, kbar, lam_y, oz, op, wy, wp, wq,
+            bth, Y, z_end,
+        )  # fmt: skip
     while io >= 0:  # observations at t0
-        total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp)
-        for j in range(n):
-            zbar[j] += lam_y[j]
+        total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, zbar, 0)
         io -= 1
     for j in range(n):
         gy0[j] = zbar[j]
     value[0] = total
+
+
+@njit(**NO_NRT)
+def reverse_steps(
+    method, nseg, seg_t, seg_h, seg_z, seg_k, t_obs, io, total, Zf, cot, data, use_loss, p,
+    gp, st_b, direction, zbar, zbar_new, kbar, lam_y, oz, op, wy, wp, wq, bth, Y, z_end,
+):  # fmt: skip
+    """The discrete adjoint's reverse sweep over the nseg steps of one segment, last to
+    first: the observations inside each step (end state or dense output), then its
+    stages in reverse. Scratch arrays from the caller; returns (io, total)."""
+    n = N_STATES
+    n_p = N_PARAMS
+    kind_f = FORWARD_COST if HAS_RUNNING_COST else FORWARD  # a compile-time literal
+    nz = n + 1 if HAS_RUNNING_COST else n
+    A, b, c, e, P, Ax, cx = tableau(method)
+    s = A.shape[0]
+    n_extra = Ax.shape[0]
+    S = s + 1 + n_extra  # stages, f1, extra dense-output stages
+    for r in range(nseg - 1, -1, -1):
+        ta = seg_t[r]
+        tb = seg_t[r + 1]
+        h = seg_h[r]
+        # outputs inside (ta, tb]: at tb it is the step's end state, else dense output
+        for m in range(nz):
+            for st in range(S):
+                kbar[st, m] = 0.0
+        while io >= 0 and direction * (t_obs[io] - ta) > 0:
+            total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp, wq)
+            if t_obs[io] == tb:
+                for j in range(n):
+                    zbar[j] += lam_y[j]
+            else:
+                dense_weights(method, (t_obs[io] - ta) / h, bth)
+                for j in range(n):
+                    zbar_new[j] += lam_y[j]  # held until the step's start
+                    for st in range(S):
+                        kbar[st, j] += h * bth[st] * lam_y[j]
+            io -= 1
+        # extra dense-output stages x_j = F(ta + cx_j h, X_j), in reverse
+        for jx in range(n_extra - 1, -1, -1):
+            stage_input(method, s + 1 + jx, seg_z[r], h, seg_k[r], Y)
+            vjp_kind(kind_f, ta + cx[jx] * h, Y, p, kbar[s + 1 + jx], oz, op, wy, wp)
+            st_b[S_NFEV] += 1
+            for qq in range(n_p):
+                gp[qq] += op[qq]
+            for m in range(nz):
+                zbar_new[m] += oz[m]
+                for l in range(s + 1 + jx):
+                    kbar[l, m] += h * Ax[jx, l] * oz[m]
+        # f1 = F(tb, z_{i+1}) feeds the Hermite rows of non-FSAL methods (and the
+        # extra stages); for FSAL methods f1 is the last stage itself
+        if FSAL[method]:
+            for m in range(nz):
+                kbar[s - 1, m] += kbar[s, m]
+        else:
+            if r + 1 < nseg:
+                z_next = seg_z[r + 1]
+            else:
+                seg_end(seg_z, seg_k, r, h, method, z_end)
+                z_next = z_end
+            vjp_kind(kind_f, tb, z_next, p, kbar[s], oz, op, wy, wp)
+            st_b[S_NFEV] += 1
+            for m in range(nz):
+                zbar[m] += oz[m]
+            for qq in range(n_p):
+                gp[qq] += op[qq]
+        for m in range(nz):
+            for st in range(s):
+                kbar[st, m] += h * b[st] * zbar[m]
+        for st in range(s - 1, -1, -1):
+            stage_input(method, st, seg_z[r], h, seg_k[r], Y)
+            vjp_kind(kind_f, ta + c[st] * h, Y, p, kbar[st], oz, op, wy, wp)
+            st_b[S_NFEV] += 1
+            for qq in range(n_p):
+                gp[qq] += op[qq]
+            for m in range(nz):
+                for l in range(st):
+                    kbar[l, m] += h * A[st, l] * oz[m]
+            for m in range(nz):
+                zbar_new[m] += oz[m]
+        for m in range(nz):
+            zbar[m] += zbar_new[m]
+            zbar_new[m] = 0.0
+    return io, total
 
 
 _GRADIENT = {
@@ -628,11 +662,11 @@ def _gradient_mode(
     return None
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
-def seg_end(seg_z, seg_k, r, h, method):
-    """The end state of step r of a segment, z_r + h Σ b_i k_i (as the stepper made it)."""
+@njit(**NO_NRT)
+def seg_end(seg_z, seg_k, r, h, method, out):
+    """out = the end state of step r of a segment, z_r + h Σ b_i k_i (as the stepper
+    made it)."""
     A, b, c, e, P, Ax, cx = tableau(method)
-    out = np.empty(seg_z.shape[1], seg_z.dtype)
     for m in range(out.size):
         acc = 0.0
         for i in range(A.shape[0]):

@@ -332,7 +332,7 @@ def sensitivity_row(t, z, p, work, out, r):
         out[r, n + m_cols * n + col] = acc
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
+@njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False)
 def stage_input(method, i, z, h, k, out):
     """out = z + h Σ_j A[i, j] k_j: the input of stage i (i < s), or of extra
     dense-output stage i - s - 1 (i > s)."""

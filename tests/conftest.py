@@ -113,7 +113,7 @@ EVERY_TABLEAU = {
 
 # gradient tests compile four kinds of dynamics per method: dopri5 alone by default, and
 # float32 gradients (every kind again in single precision) in the full run
-GRADIENT_FILES = {"test_gradients.py", "test_losses.py"}
+GRADIENT_FILES = {"test_gradients.py", "test_gradient_tools.py", "test_losses.py"}
 FULL_ONLY = {"test_float32_gradients"}
 # rk4 variants of gradient tests (each compiles rk4's forward and adjoint kernels for
 # one more system): one system stays in the default run, the rest run with -m full
@@ -139,3 +139,19 @@ def pytest_collection_modifyitems(config, items):
         if item.originalname in EVERY_TABLEAU and params.get("problem", "lin") == "lin":
             continue
         item.add_marker(pytest.mark.full)
+
+
+# -- shared by the gradient test files ----------------------------------------------------------
+MODES = ("checkpoint", "backsolve", "discrete", "forward")
+TIGHT = {"method": "dopri5", "rtol": 1e-10, "atol": 1e-10}
+
+
+def rel(a, b) -> float:
+    """Norm-wise relative difference max_i |a_i - b_i| / max_i |b_i|."""
+    a, b = np.ravel(a), np.ravel(b)
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def flat(g) -> np.ndarray:
+    """[dL/dy0, dL/dθ] of a Gradient, flattened."""
+    return np.concatenate([np.ravel(g.y0), np.ravel(g.params)])
