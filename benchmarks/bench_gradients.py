@@ -49,6 +49,7 @@ DESCRIPTION = (
 
 PROBLEM = "P3"
 T_OBS = np.linspace(0.0, 10.0, 101)
+SPARSE_OBS = (2, 11)  # the P3 gradient with fewer observations, for the cost structure
 T1 = 10.0
 THETA = np.concatenate([problems.LV_PARAMS, problems.LV_Y0])  # (a, b, c, d, x0, y0)
 NAMES = ("a", "b", "c", "d", "x0", "y0")
@@ -233,6 +234,34 @@ def _symode(ref) -> tuple[list[dict], dict]:
                 note=f"L={val:.10g} (from solve: {sp_val:.10g})",
             )
         )
+
+    # the same gradient with fewer observations (a loss on a coarser t_eval): how much of
+    # the continuous modes' cost is the backward sweep's stop at every observation
+    for nobs in SPARSE_OBS:
+        ts_k = np.linspace(0.0, T1, nobs)
+        sol_k = model.solve(y0, ts_k, p, **opts)
+        entries.append(
+            _entry(
+                "symode",
+                f"{nobs} observations: forward solve",
+                lambda ts_k=ts_k: model.solve(y0, ts_k, p, **opts),
+                nfe_fwd=sol_k.stats["nfev"],
+            )
+        )
+        for mode in ("checkpoint", "backsolve", "discrete"):
+            kw = dict(opts, adjoint=mode, wrt=wrt)
+            g_k = lmodel.vjp(y0, ts_k, p, sol_k.y - 1.0, **dict(opts, adjoint=mode))
+            entries.append(
+                _entry(
+                    "symode",
+                    f"{nobs} observations: value_and_grad {mode}",
+                    lambda kw=kw, ts_k=ts_k: lmodel.value_and_grad(y0, ts_k, p, **kw),
+                    nfe_fwd=g_k.stats["forward"]["nfev"],
+                    nfe_bwd=g_k.stats["backward"]["nfev"],
+                    steps_bwd=g_k.stats["backward"]["naccept"],
+                    rejects_bwd=g_k.stats["backward"]["nreject"],
+                )
+            )
 
     # cross-check of the reference: forward sensitivities at 1e-12
     tight = {"method": "dopri5", "rtol": 1e-12, "atol": 1e-12}
@@ -518,6 +547,22 @@ def _ratios(rows: list[dict]) -> list[dict]:
                     note,
                 )
             )
+    for nobs in SPARSE_OBS:
+        fk = by.get(("symode", f"{nobs} observations: forward solve"))
+        for mode in ("checkpoint", "backsolve", "discrete"):
+            r = by.get(("symode", f"{nobs} observations: value_and_grad {mode}"))
+            if fk is None or r is None:
+                continue
+            row = _ratio(
+                f"{nobs} observations, value_and_grad {mode}: gradient / forward solve",
+                r["ms"] / fk["ms"],
+                TARGETS["vs_forward"],
+                "<=",
+                f"P3 with {nobs} observations, for the cost structure (the target is for "
+                f"101); backward NFE {r.get('nfe_bwd')}; " + _min_ratio(r, fk),
+            )
+            row["met"] = None
+            out.append(row)
     ta = by.get(("torchdiffeq", "odeint_adjoint"))
     tb = by.get(("torchdiffeq", "odeint_adjoint norm=seminorm"))
     if ta and tb and ta.get("nfe_bwd"):

@@ -121,6 +121,12 @@ FULL_ONLY_IDS = {
     "test_modes_agree_pairwise[rk4-all]",
     "test_nonlinear_discrete_rk4_equals_fd_of_rk4[lorenz]",
     "test_nonlinear_discrete_rk4_equals_fd_of_rk4[oscillator]",
+    # Lorenz's backsolve and forward-sensitivity kernels (≈ 45 s of compile on 2 cores):
+    # the default run checks its checkpoint and discrete gradients against finite
+    # differences, and every mode on Lotka–Volterra and the oscillator
+    "test_nonlinear_modes_match_finite_differences[lorenz-backsolve]",
+    "test_nonlinear_modes_match_finite_differences[lorenz-forward]",
+    "test_nonlinear_modes_agree_pairwise[lorenz]",
 }
 
 

@@ -207,10 +207,10 @@ def random_systems(draw):
     return symode.ODESystem(rhs, states=ys, params=ps, t=t)
 
 
-# derandomize: the same 15 systems every run, so their kernels are in the numba cache of
-# .symode-test-cache after the first run (each fresh system costs ~3 s of numba compile).
+# derandomize: the same 10 systems every run, so their kernels are in the numba cache of
+# .symode-test-cache after the first run (each fresh system costs ~3-4 s of numba compile).
 @settings(
-    max_examples=15,
+    max_examples=10,
     deadline=None,
     derandomize=True,
     database=None,
