@@ -999,7 +999,10 @@ def restart(kind, method, p, aux, ws):
     k, z, ztmp, znew, work, bth, fv, iv = ws
     evaluate(kind, method, fv[V_T], z, p, aux, work, k, ZERO)
     iv[C_NFEV] += 1
-    if not finite_row(k, ZERO) or not np.all(np.isfinite(z)):
+    finite = finite_row(k, ZERO)
+    for m in range(z.size):  # (np.isfinite(z) would allocate, once per stop)
+        finite = finite and np.isfinite(z[m])
+    if not finite:
         iv[C_STATUS] = NONFINITE
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import codegen
-from .errors import IntegrationError, ShapeError, Status, t_eval_error
+from .errors import BAD_T_EVAL_CODE, IntegrationError, ShapeError, Status, t_eval_error
 
 __all__ = ["Gradient", "compute_gradient", "ADJOINT_MODES"]
 
@@ -84,10 +84,6 @@ _SHORT = {
     2: "step size underflow (a singularity, or a stiff problem)",
     3: "non-finite state (NaN or inf) in the dynamics",
 }
-
-
-# a plain int: comparing numpy integers with an IntEnum member costs ~6-15 µs
-_BAD_T_EVAL = int(Status.BAD_T_EVAL)
 
 
 @functools.lru_cache(maxsize=64)
@@ -241,7 +237,7 @@ def compute_gradient(
         bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
     )  # fmt: skip
     if batched:
-        if (ST_F[:, 0] == _BAD_T_EVAL).any():
+        if (ST_F[:, 0] == BAD_T_EVAL_CODE).any():
             raise t_eval_error(t_eval)
         for bi in np.flatnonzero(ST_F[:, 4] < T):
             Y_OUT[bi, ST_F[bi, 4] :] = np.nan  # outputs a failed forward pass did not reach
@@ -255,7 +251,7 @@ def compute_gradient(
         value, status, message = VALUE[:, 0], codes, msgs
     else:
         sf, sb = ST_F.tolist(), ST_B.tolist()
-        if sf[0] == _BAD_T_EVAL:
+        if sf[0] == BAD_T_EVAL_CODE:
             raise t_eval_error(t_eval)
         if sf[4] < T:
             Y_OUT[sf[4] :] = np.nan

@@ -16,7 +16,14 @@ import sympy as sp
 
 from .cache import load_generated
 from .codegen import entry_point, generate_numba_source
-from .errors import IntegrationError, NonFiniteInputError, ShapeError, Status, t_eval_error
+from .errors import (
+    BAD_T_EVAL_CODE,
+    IntegrationError,
+    NonFiniteInputError,
+    ShapeError,
+    Status,
+    t_eval_error,
+)
 from .gradients import compute_gradient
 from .system import Loss, ODESystem
 from .tableaus import METHOD_IDS, ButcherTableau, get_tableau
@@ -55,10 +62,6 @@ class Solution:
 
 
 _SUCCESS_MESSAGE = Status.SUCCESS.describe(0.0, 0.0)
-# plain ints for comparisons with the engine's int64 status codes: comparing a numpy
-# integer with an IntEnum member costs ~6 µs (an array of them ~15 µs), a tenth of a
-# small solve
-BAD_T_EVAL = int(Status.BAD_T_EVAL)
 
 
 def _messages(stats: np.ndarray, fstats: np.ndarray) -> list[str]:
@@ -344,7 +347,7 @@ class Model:
                 t0, t1, y0, params, iopt, fopt, atol_a, g, t_eval, Y, stats, fstats
             )
             codes = stats[:, 0].copy()
-            if (codes == BAD_T_EVAL).any():
+            if (codes == BAD_T_EVAL_CODE).any():
                 raise t_eval_error(t_eval)
             msgs = _messages(stats, fstats)
             failed = tuple(int(i) for i in np.flatnonzero(codes))
@@ -357,7 +360,7 @@ class Model:
             kernel = self._entry("solve_dense" if dense else "solve_forward", m)
             rec = kernel(t0, t1, y0, params, iopt, fopt, atol_a, g, t_eval, Y, stats, fstats)
             code, nfev, naccept, nreject, nout = stats.tolist()
-            if code == BAD_T_EVAL:
+            if code == BAD_T_EVAL_CODE:
                 raise t_eval_error(t_eval)
             if nout < T:
                 Y[nout:] = np.nan  # the outputs a failed solve did not reach
