@@ -102,30 +102,53 @@ def observation_cotangent(use_loss, y, cot_i, data_i, p, out_y, gp, wp):
     return observation(y, data_i, p)
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
-def subgrid(grid, ta, tb):
-    """Points of the monotone ``grid`` strictly between ta and tb, with ta and tb,
-    ordered ta → tb; binary search (O(log steps) per piece), and points within 1e-9 of
-    a step of either end are dropped (no sliver steps at observation times)."""
+@njit(**NO_NRT)
+def grid_index(g, t, right):
+    """np.searchsorted(g, t, side="right" if right else "left") of an ascending g,
+    without numba's reference counting."""
+    lo = 0
+    hi = g.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if g[mid] < t or (right and g[mid] == t):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(**NO_NRT)
+def subgrid_range(grid, ta, tb):
+    """The points of the monotone ``grid`` strictly between ta and tb, as a range
+    [i0, i1) of the grid in ascending order (reversed if the grid descends): binary
+    search, O(log steps) per piece, and points within 1e-9 of a step of either end are
+    dropped (no sliver steps at observation times)."""
     lo_t = min(ta, tb)
     hi_t = max(ta, tb)
     m = grid.size
-    ascending = grid[m - 1] >= grid[0]
-    g = grid if ascending else grid[::-1]
-    i0 = np.searchsorted(g, lo_t, side="right")
-    i1 = np.searchsorted(g, hi_t, side="left")
+    g = grid if grid[m - 1] >= grid[0] else grid[::-1]
+    i0 = grid_index(g, lo_t, True)
+    i1 = grid_index(g, hi_t, False)
     tol = 1e-9 * (abs(g[min(i0, m - 1)] - g[max(i0 - 1, 0)]) + abs(hi_t - lo_t) * 1e-3)
     while i0 < i1 and g[i0] - lo_t <= tol:
         i0 += 1
     while i1 > i0 and hi_t - g[i1 - 1] <= tol:
         i1 -= 1
+    return i0, i1
+
+
+@njit(**NO_NRT)
+def subgrid(grid, ta, tb, out):
+    """ta, the points of ``subgrid_range`` ordered ta → tb, and tb, written to out (room
+    for them); returns their number."""
+    i0, i1 = subgrid_range(grid, ta, tb)
+    g = grid if grid[grid.size - 1] >= grid[0] else grid[::-1]
     count = i1 - i0
-    out = np.empty(count + 2)
     out[0] = ta
     out[count + 1] = tb
     for q in range(count):
         out[q + 1] = g[i0 + q] if tb >= ta else g[i1 - 1 - q]
-    return out
+    return count + 2
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
@@ -151,18 +174,34 @@ def sweep_stops(t_obs, io, t_end, direction, bounds, nb):
     return out[:n]
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
-def piece_grid(method, grid, stops, i, t_start, t_end, ws):
+@njit(**NO_NRT)
+def piece_grid(method, grid, stops, i, t_start, t_end, ws, gbuf):
     """The fixed steps of the sweep's piece from stop i (i = -1: from t_start) to the
-    next stop (or t_end), see ``subgrid``; the step loop's grid index restarts. One
-    piece at a time, so that a backsolve sweep stays O(1) in memory. Adaptive steps
-    need no grid: the (empty) grid is returned as it is."""
+    next stop (or t_end), see ``subgrid``, written to gbuf (``piece_room`` long): returns
+    their number, and the step loop's grid index restarts. One piece at a time, so that
+    a backsolve sweep stays O(1) in memory for regularly spaced stops. Adaptive steps
+    need no grid: returns -1, and the (empty) grid is the sweep's grid."""
     if adaptive_steps(method, grid):
-        return grid
+        return -1
     ws[7][C_STEP] = 0
     ta = t_start if i < 0 else stops[i]
     tb = stops[i + 1] if i + 1 < stops.size else t_end
-    return subgrid(grid, ta, tb)
+    return subgrid(grid, ta, tb, gbuf)
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy")
+def piece_room(method, grid, stops, t_start, t_end):
+    """The length of the longest of the sweep's ``piece_grid`` pieces (0 for adaptive
+    steps)."""
+    if adaptive_steps(method, grid):
+        return 0
+    room = 0
+    for i in range(-1, stops.size):
+        ta = t_start if i < 0 else stops[i]
+        tb = stops[i + 1] if i + 1 < stops.size else t_end
+        i0, i1 = subgrid_range(grid, ta, tb)
+        room = max(room, i1 - i0 + 2)
+    return room
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
@@ -179,16 +218,16 @@ def add_stats(dst, src):
 @njit(cache=True, fastmath=FMA, error_model="numpy")
 def start_sweep(kind, method, t_start, t_end, z0, p, aux, biopt, bfopt, batol, grid, stops):
     """A backward sweep of the step loop from t_start to t_end, stopping at ``stops``
-    (``begin`` with tstops): returns its workspace, the first piece's grid and the
-    (empty) record buffers that ``resume`` takes."""
+    (``begin`` with tstops): returns its workspace, the buffer of the grid pieces and
+    the (empty) record buffers that ``resume`` takes."""
     ws = workspace(kind, method, z0)
-    g = piece_grid(method, grid, stops, -1, t_start, t_end, ws)
+    gbuf = np.empty(piece_room(method, grid, stops, t_start, t_end))
     rec_b = no_record(z0)
     begin(
-        kind, method, t_start, t_end, z0, p, aux, biopt, bfopt, batol, g, stops, rec_b[3],
-        ws, ONE,
+        kind, method, t_start, t_end, z0, p, aux, biopt, bfopt, batol, grid, stops,
+        rec_b[3], ws, ONE,
     )  # fmt: skip
-    return ws, g, rec_b
+    return ws, gbuf, rec_b
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
@@ -333,6 +372,72 @@ def forward_pass(
     return Zf, rec, Zf[T - 1, n] if HAS_RUNNING_COST else 0.0
 
 
+# The sweeps' loops run once per stop (observation or segment start), so they are
+# compiled without reference counting too: with it, unpacking the workspace and the
+# record tuples at each stop cost ~60 atomic increfs and decrefs, 30% of P3's
+# continuous-adjoint gradient. Their arrays come from the callers.
+@njit(**NO_NRT)
+def backsolve_sweep(
+    method, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b, Zf,
+    cot, data, use_loss, io, gp, lam_y, wq,
+):  # fmt: skip
+    """Backsolve's sweep from t_start (``start_sweep``) to t0: at each stop y is reset to
+    the forward value and λ jumps (observation io, io - 1, …). Returns (Σ φ, the next
+    observation io)."""
+    n = N_STATES
+    z = ws[1]
+    total = 0.0
+    m = piece_grid(method, grid, stops, -1, t_start, t0, ws, gbuf)
+    g = grid if m < 0 else gbuf[:m]
+    while ws[7][C_STATUS] == RUNNING:
+        i = resume(BACKSOLVE, method, t0, p, aux, biopt, bfopt, batol, g, stops, ws, rec_b)
+        if i < 0:
+            break
+        # the stop is observation io
+        for j in range(n):
+            z[j] = Zf[io, j]
+        total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, n)
+        io -= 1
+        restart(BACKSOLVE, method, p, aux, ws)
+        m = piece_grid(method, grid, stops, i, t_start, t0, ws, gbuf)
+        g = grid if m < 0 else gbuf[:m]
+    return total, io
+
+
+@njit(**NO_NRT)
+def checkpoint_sweep(
+    method, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b, Zf,
+    cot, data, use_loss, t_obs, io, gp, lam_y, wq, q, bounds, iopt, fopt, atol, t1,
+    max_ck, rec, st_b,
+):  # fmt: skip
+    """The checkpoint mode's sweep of [λ, μ] from t_start (``start_sweep``) to t0: λ
+    jumps at the observations (io, io - 1, …) and segment q - 1 is loaded at segment q's
+    start. Returns (Σ φ, the next observation io)."""
+    n_seg = bounds.size
+    seg_z, seg_k, seg_t, seg_h, cbuf, iw = aux
+    z = ws[1]
+    total = 0.0
+    m = piece_grid(method, grid, stops, -1, t_start, t0, ws, gbuf)
+    g = grid if m < 0 else gbuf[:m]
+    while ws[7][C_STATUS] == RUNNING:
+        i = resume(ADJOINT, method, t0, p, aux, biopt, bfopt, batol, g, stops, ws, rec_b)
+        if i < 0:
+            break
+        if q > 0 and stops[i] == bounds[n_seg - 1 - q]:
+            q -= 1
+            load_segment(
+                method, q, p, iopt, fopt, atol, grid, t1, max_ck, rec, seg_t, seg_h, seg_z,
+                seg_k, iw, st_b,
+            )  # fmt: skip
+        if io >= 0 and stops[i] == t_obs[io]:
+            total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, 0)
+            io -= 1
+            restart(ADJOINT, method, p, aux, ws)
+        m = piece_grid(method, grid, stops, i, t_start, t0, ws, gbuf)
+        g = grid if m < 0 else gbuf[:m]
+    return total, io
+
+
 def _gradient_backsolve(
     method, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
     bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
@@ -361,21 +466,14 @@ def _gradient_backsolve(
     io -= 1
     if t_start != t0:
         stops = sweep_stops(t_obs, io, t0, direction, np.empty(0), 0)
-        ws, g, rec_b = start_sweep(
+        ws, gbuf, rec_b = start_sweep(
             BACKSOLVE, method, t_start, t0, za, p, aux, biopt, bfopt, batol, grid, stops
         )
-        z = ws[1]
-        while ws[7][C_STATUS] == RUNNING:
-            i = resume(BACKSOLVE, method, t0, p, aux, biopt, bfopt, batol, g, stops, ws, rec_b)
-            if i < 0:
-                break
-            # the stop is observation io
-            for j in range(n):
-                z[j] = Zf[io, j]
-            total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, n)
-            io -= 1
-            restart(BACKSOLVE, method, p, aux, ws)
-            g = piece_grid(method, grid, stops, i, t_start, t0, ws)
+        phi, io = backsolve_sweep(
+            method, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b,
+            Zf, cot, data, use_loss, io, gp, lam_y, wq,
+        )  # fmt: skip
+        total += phi
         end_sweep(st_b, ws, za)
     while io >= 0:  # observations at t0
         total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, n)
@@ -477,25 +575,15 @@ def _gradient_checkpoint(
         io -= 1
     if t_start != t0:
         stops = sweep_stops(t_obs, io, t0, direction, bounds, n_seg - 1)
-        ws, g, rec_b = start_sweep(
+        ws, gbuf, rec_b = start_sweep(
             ADJOINT, method, t_start, t0, za, p, aux, biopt, bfopt, batol, grid, stops
         )
-        z = ws[1]
-        while ws[7][C_STATUS] == RUNNING:
-            i = resume(ADJOINT, method, t0, p, aux, biopt, bfopt, batol, g, stops, ws, rec_b)
-            if i < 0:
-                break
-            if q > 0 and stops[i] == bounds[n_seg - 1 - q]:
-                q -= 1
-                load_segment(
-                    method, q, p, iopt, fopt, atol, grid, t1, max_ck, rec, seg_t, seg_h,
-                    seg_z, seg_k, iw, st_b,
-                )  # fmt: skip
-            if io >= 0 and stops[i] == t_obs[io]:
-                total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, 0)
-                io -= 1
-                restart(ADJOINT, method, p, aux, ws)
-            g = piece_grid(method, grid, stops, i, t_start, t0, ws)
+        phi, io = checkpoint_sweep(
+            method, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b,
+            Zf, cot, data, use_loss, t_obs, io, gp, lam_y, wq, q, bounds, iopt, fopt, atol,
+            t1, max_ck, rec, st_b,
+        )  # fmt: skip
+        total += phi
         end_sweep(st_b, ws, za)
     while io >= 0:  # observations at t0
         total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, 0)

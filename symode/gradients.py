@@ -92,6 +92,17 @@ def _filled(size: int, value: float) -> np.ndarray:
     return np.full(size, value)
 
 
+@functools.lru_cache(maxsize=64)
+def _zeros(shape: tuple) -> np.ndarray:
+    """Zeros the engine only reads (the cotangents and data it does not use when a
+    compiled loss gives them), made once per shape. Not flagged read-only: numba would
+    type (and compile) the entry again for a read-only array."""
+    return np.zeros(shape)
+
+
+_STATUS = {int(s): s for s in Status}
+
+
 def _message(code: int, forward_code: int) -> str:
     if not code:
         return _SHORT[0]
@@ -177,17 +188,17 @@ def compute_gradient(
                     f"data must have shape ({T}, {nd}) or (B, {T}, {nd}); got {data_a.shape}"
                 )
         else:
-            data_a = np.zeros((T, 0))
+            data_a = _zeros((T, 0))
         if model._running_cost and t_eval[-1] != t1:
             raise ValueError("a running cost needs the last output time to be the end of the span")
-        cot = np.zeros(lead + (T, n))  # not read: the loss gives the cotangents
+        cot = _zeros(lead + (T, n))  # not read: the loss gives the cotangents
     else:
         cot = np.asarray(cotangent, np.float64)
         if cot.shape not in ((T, n), (B, T, n)) or (cot.ndim == 3 and not batched):
             raise ShapeError(
                 f"cotangent must have shape ({T}, {n}) or (B, {T}, {n}); got {cot.shape}"
             )
-        data_a = np.zeros((T, 0))
+        data_a = _zeros((T, 0))
     if batched:
         cot = np.broadcast_to(cot, (B, T, n)).copy()
         data_a = np.broadcast_to(data_a, (B, T, data_a.shape[-1])).copy()
@@ -225,11 +236,18 @@ def compute_gradient(
     # K: at most K snapshots, the backward pass replaying one segment at a time
     max_ck = 1 if checkpoints is None else int(checkpoints)
 
-    GY0 = np.zeros(lead + (n,))
-    GP = np.zeros(lead + (n_p,))
-    ST_F = np.zeros(lead + (5,), np.int64)
-    ST_B = np.zeros(lead + (5,), np.int64)
-    VALUE = np.zeros(lead + (1,))
+    if batched:
+        GY0 = np.zeros((B, n))
+        GP = np.zeros((B, n_p))
+        ST_F = np.zeros((B, 5), np.int64)
+        ST_B = np.zeros((B, 5), np.int64)
+        VALUE = np.zeros((B, 1))
+    else:  # one allocation each for the floats and the counts (µs per call); the
+        # gradients in value_and_grad's default order, [∂L/∂θ, ∂L/∂y0]: ``Gradient.flat``
+        F = np.zeros(n_p + n + 1)
+        GP, GY0, VALUE = F[:n_p], F[n_p : n_p + n], F[n_p + n :]
+        ST = np.zeros(10, np.int64)
+        ST_F, ST_B = ST[:5], ST[5:]
     Y_OUT = np.empty(lead + (T, n), dtype)
     # the engine reads the option arrays only (the cached ones stay intact)
     model._entry("gradient_ensemble" if batched else "gradient", m, adjoint)(
@@ -250,7 +268,8 @@ def compute_gradient(
         }
         value, status, message = VALUE[:, 0], codes, msgs
     else:
-        sf, sb = ST_F.tolist(), ST_B.tolist()
+        st = ST.tolist()
+        sf, sb = st[:5], st[5:]
         if sf[0] == BAD_T_EVAL_CODE:
             raise t_eval_error(t_eval)
         if sf[4] < T:
@@ -261,7 +280,7 @@ def compute_gradient(
             "forward": {"nfev": sf[1], "naccept": sf[2], "nreject": sf[3]},
             "backward": {"nfev": sb[1], "naccept": sb[2], "nreject": sb[3]},
         }
-        value, status, message = float(VALUE[0]), Status(code), _message(code, sf[0])
+        value, status, message = float(VALUE[0]), _STATUS[code], _message(code, sf[0])
 
     def time_grad():
         if use_loss:

@@ -438,8 +438,13 @@ class Model:
             if w not in ("params", "y0"):
                 raise ValueError(f"wrt entries must be 'params' or 'y0', got {w!r}")
         g = compute_gradient(self, y0, t_eval, params, None, data, adjoint=adjoint, **options)
-        parts = [g.params if w == "params" else g.y0 for w in wrt]
-        return g.value, parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+        if len(wrt) == 1:
+            return g.value, g.params if wrt[0] == "params" else g.y0
+        base = g.params.base
+        if tuple(wrt) == ("params", "y0") and base is not None and base is g.y0.base:
+            # one trajectory: compute_gradient laid them out [∂L/∂θ, ∂L/∂y0, L]
+            return g.value, base[: g.params.size + g.y0.size]
+        return g.value, np.concatenate([g.params if w == "params" else g.y0 for w in wrt], -1)
 
 
 class DenseSolution:

@@ -119,6 +119,10 @@ FULL_ONLY = {"test_float32_gradients"}
 # one more system): one system stays in the default run, the rest run with -m full
 FULL_ONLY_IDS = {
     "test_modes_agree_pairwise[rk4-all]",
+    # the default run checks the discrete adjoint of fixed-grid dopri5 against finite
+    # differences of that solver on Lotka–Volterra (test_gradient_tools.py) and on the
+    # symbolic loss (test_losses.py)
+    "test_nonlinear_discrete_rk4_equals_fd_of_rk4[lotka_volterra]",
     "test_nonlinear_discrete_rk4_equals_fd_of_rk4[lorenz]",
     "test_nonlinear_discrete_rk4_equals_fd_of_rk4[oscillator]",
     # Lorenz's backsolve and forward-sensitivity kernels (≈ 45 s of compile on 2 cores):

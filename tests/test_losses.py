@@ -10,8 +10,8 @@ Tolerances: the value is compared with an independent scipy computation (DOP853 
 rtol 1e-13 + adaptive quadrature of g along its dense output) at 1e-8 relative; the
 gradient of every mode with central finite differences (Richardson) of the value at
 1e-7 (solver tol 1e-10, so FD noise ~ tol / h ~ 1e-7·|L| at most, measured far lower);
-the discrete adjoint on a fixed rk4 grid with finite differences of that same solver at
-1e-9 (a smooth map: rounding only).
+the discrete adjoint on a fixed grid (dopri5; rk4 and euler with -m full) with finite
+differences of that same solver at 1e-9 (a smooth map: rounding only).
 """
 
 from __future__ import annotations
@@ -210,10 +210,11 @@ def test_modes_agree_pairwise(loss_model, modes, solver):
         assert err <= 1e-7, f"{m1} vs {m2}: rel diff {err:.2e}"
 
 
-@pytest.mark.parametrize("method", ["rk4", "euler"])
+@pytest.mark.parametrize("method", ["dopri5", "rk4", "euler"])
 def test_discrete_equals_finite_differences_of_the_fixed_grid_solver(loss_model, method):
     """The running cost is integrated as an extra state by the same fixed-grid method, and
-    the discrete adjoint reverses that too: exact up to rounding."""
+    the discrete adjoint reverses that too: exact up to rounding. (dopri5 on a grid in the
+    default run: its kernels are compiled already; rk4 and euler with -m full.)"""
     solver = {"method": method, "dt": 0.01}
     _, grad = loss_model.value_and_grad(
         Y0, TS, TH, DATA, wrt=("y0", "params"), adjoint="discrete", **solver
@@ -298,9 +299,12 @@ def test_value_and_grad_batched_concatenates_per_trajectory(loss_model, monkeypa
 # -- symode.testing with a symbolic loss -----------------------------------------------------------
 @pytest.mark.parametrize("mode", MODES)
 def test_check_gradient_with_the_symbolic_loss(loss_model, mode):
-    """On an rk4 grid (dt = 0.005): the finite differences are then of a smooth map; the
-    continuous adjoints carry the O(dt⁴) rk4 error."""
-    report = check_gradient(loss_model, Y0, TS, TH, data=DATA, adjoint=mode, method="rk4", dt=0.005)
+    """On a fixed dopri5 grid (dt = 0.005): the finite differences are then of a smooth
+    map; the continuous adjoints carry the O(dt⁵) error of the grid. (The model's dopri5
+    kernels serve fixed grids too: no other method's kernels to compile.)"""
+    report = check_gradient(
+        loss_model, Y0, TS, TH, data=DATA, adjoint=mode, method="dopri5", dt=0.005
+    )
     assert report.passed and report.max_rel_err_fd <= 1e-6
     assert report.value == pytest.approx(independent_value(Y0, TH, TS, DATA), rel=1e-7)
     assert report.names[-1] == "params[w]"
@@ -327,5 +331,5 @@ def test_check_gradient_with_the_symbolic_loss_fails_on_a_wrong_gradient(loss_mo
     with pytest.raises(AssertionError, match=r"(?s)failed for y0\[y\].*y0\[y\].*<-- FAIL"):
         check_gradient(
             _WrongLossGradient(loss_model), Y0, TS, TH, data=DATA, adjoint="backsolve",
-            method="rk4", dt=0.005,
+            method="dopri5", dt=0.005,
         )  # fmt: skip
