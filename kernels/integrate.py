@@ -623,10 +623,10 @@ def advance(
 
     With iv[C_TSTOPS] == 1 the times t_out are stops instead of outputs: adaptive steps
     are shortened (or stretched, ``STOP_STRETCH``) to end on the next one (a fixed grid
-    must contain them), nothing is
-    written to z_out, and the loop returns with status STOPPED after the step that
-    reached it, so that the caller can change z there (the adjoint's jumps at the
-    observation times) and call again (``resume``); the controller keeps its state.
+    must contain them), nothing is written to z_out, and the loop returns with status
+    STOPPED after the step that reached it, so that the caller can change z there (the
+    adjoint's jumps at the observation times) and call again (``resume``); the
+    controller keeps its state.
 
     It allocates no heap arrays, so it is compiled without reference counting (numba's
     ``_nrt`` flag): with it, each call paid ~20 atomic increfs and decrefs of its array
