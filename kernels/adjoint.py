@@ -8,11 +8,14 @@ The loss is ``L = Σᵢ φᵢ(y(tᵢ)) + ∫ g(t, y, p) dt``: either raw cotange
   observation time; O(1) memory in the number of steps.
 
 Both continuous modes integrate backwards in one sweep of the step loop that stops at
-every observation time (``begin``/``resume``/``restart``): λ jumps there by ∂L/∂y(tᵢ),
-and the step-size controller carries on across the jump. (Restarting the integration
-at each observation cost an initial step and allocations each time, and rejected steps:
-on P3, 101 observations, backsolve's backward pass had 43 rejections and now none, and
-its gradient went from 319 to 264 µs.)
+every observation time: λ jumps there by ∂L/∂y(tᵢ), and the step-size controller
+carries on across the jump. (Restarting the integration at each observation cost an
+initial step and allocations each time, and rejected steps: on P3, 101 observations,
+backsolve's backward pass had 43 rejections and now none, and its gradient went from
+319 to 264 µs.) With adaptive steps the step loop makes the jumps itself
+(``integrate.on_stop``, the observation data in aux[6]) and returns to the sweep only
+at segment starts; fixed steps return at each stop (``resume``/``restart``) for the
+next piece of the grid.
 - CHECKPOINT: the forward pass records every step's stages, or keeps at most ``max_ck``
   checkpoints (thinned online) and the backward pass recomputes one segment at a time;
   [λ, μ] is integrated backwards with y from the recorded steps' dense output.
@@ -33,8 +36,6 @@ from ._dynamics import (
     HAS_RUNNING_COST,
     N_PARAMS,
     N_STATES,
-    observation,
-    observation_grad,
     running_grad,
     vjp,
 )
@@ -67,6 +68,7 @@ from .integrate import (
     finish,
     integrate,
     no_record,
+    observation_cotangent,
     replay,
     restart,
     resume,
@@ -85,21 +87,6 @@ MODE_FORWARD = 3
 # their callers), so they are compiled without reference counting, like the step loop
 # (integrate.advance): no atomic increfs of array arguments and row views per call.
 NO_NRT = {"cache": True, "fastmath": FMA, "error_model": "numpy", "_nrt": False}
-
-
-@njit(**NO_NRT)
-def observation_cotangent(use_loss, y, cot_i, data_i, p, out_y, gp, wp):
-    """out_y = ∂L/∂y(tᵢ); with a symbolic loss also gp += ∂φ/∂p (scratch wp, size p).
-    Returns φ."""
-    n = N_STATES
-    if not use_loss:
-        for j in range(n):
-            out_y[j] = cot_i[j]
-        return 0.0
-    observation_grad(y, data_i, p, out_y, wp)
-    for q in range(N_PARAMS):
-        gp[q] += wp[q]
-    return observation(y, data_i, p)
 
 
 @njit(**NO_NRT)
@@ -383,25 +370,33 @@ def backsolve_sweep(
 ):  # fmt: skip
     """Backsolve's sweep from t_start (``start_sweep``) to t0: at each stop y is reset to
     the forward value and λ jumps (observation io, io - 1, …). Returns (Σ φ, the next
-    observation io)."""
+    observation io).
+
+    With adaptive steps the step loop makes the jumps itself (``on_stop``, with the
+    observation data in aux[6]) and runs through; fixed steps return at every stop (the
+    next grid piece)."""
     n = N_STATES
+    ji = aux[6][7]
+    jf = aux[6][8]
+    ji[0] = io
     z = ws[1]
     total = 0.0
     m = piece_grid(method, grid, stops, -1, t_start, t0, ws, gbuf)
     g = grid if m < 0 else gbuf[:m]
     while ws[7][C_STATUS] == RUNNING:
         i = resume(BACKSOLVE, method, t0, p, aux, biopt, bfopt, batol, g, stops, ws, rec_b)
+        io = ji[0]
         if i < 0:
             break
         # the stop is observation io
         for j in range(n):
             z[j] = Zf[io, j]
         total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, n)
-        io -= 1
+        ji[0] = io - 1
         restart(BACKSOLVE, method, p, aux, ws)
         m = piece_grid(method, grid, stops, i, t_start, t0, ws, gbuf)
         g = grid if m < 0 else gbuf[:m]
-    return total, io
+    return total + jf[0], ji[0]
 
 
 @njit(**NO_NRT)
@@ -412,15 +407,24 @@ def checkpoint_sweep(
 ):  # fmt: skip
     """The checkpoint mode's sweep of [λ, μ] from t_start (``start_sweep``) to t0: λ
     jumps at the observations (io, io - 1, …) and segment q - 1 is loaded at segment q's
-    start. Returns (Σ φ, the next observation io)."""
+    start. Returns (Σ φ, the next observation io).
+
+    With adaptive steps the step loop makes the jumps itself (``on_stop``, with the
+    observation data in aux[6]) and returns here only at segment starts; fixed steps
+    return at every stop (the next grid piece)."""
     n_seg = bounds.size
-    seg_z, seg_k, seg_t, seg_h, cbuf, iw = aux
+    seg_z, seg_k, seg_t, seg_h, cbuf, iw, jd = aux
+    ji = jd[7]
+    jf = jd[8]
+    ji[0] = io
+    jf[1] = bounds[n_seg - 1 - q] if q > 0 else np.nan
     z = ws[1]
     total = 0.0
     m = piece_grid(method, grid, stops, -1, t_start, t0, ws, gbuf)
     g = grid if m < 0 else gbuf[:m]
     while ws[7][C_STATUS] == RUNNING:
         i = resume(ADJOINT, method, t0, p, aux, biopt, bfopt, batol, g, stops, ws, rec_b)
+        io = ji[0]
         if i < 0:
             break
         if q > 0 and stops[i] == bounds[n_seg - 1 - q]:
@@ -429,13 +433,14 @@ def checkpoint_sweep(
                 method, q, p, iopt, fopt, atol, grid, t1, max_ck, rec, seg_t, seg_h, seg_z,
                 seg_k, iw, st_b,
             )  # fmt: skip
+            jf[1] = bounds[n_seg - 1 - q] if q > 0 else np.nan
         if io >= 0 and stops[i] == t_obs[io]:
             total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, 0)
-            io -= 1
+            ji[0] = io - 1
             restart(ADJOINT, method, p, aux, ws)
         m = piece_grid(method, grid, stops, i, t_start, t0, ws, gbuf)
         g = grid if m < 0 else gbuf[:m]
-    return total, io
+    return total + jf[0], ji[0]
 
 
 def _gradient_backsolve(
@@ -453,9 +458,12 @@ def _gradient_backsolve(
     if st_f[S_STATUS] != SUCCESS:
         return
     direction = 1.0 if t1 >= t0 else -1.0
-    aux = empty_aux(y0)
     lam_y = np.zeros(n)
     wq = np.empty(N_PARAMS)  # scratch of observation_cotangent
+    # the jumps' data for the step loop (``on_stop``), see checkpoint's
+    jd = (Zf, cot, data, t_obs, gp, lam_y, wq, np.array([-1, 1 if use_loss else 0]), np.zeros(2))
+    jd[8][1] = np.nan  # no segments
+    aux = empty_aux(y0) + (jd,)
     za = np.zeros(2 * n + n_p, y0.dtype)
     # λ = 0 after the last observation (no running cost there): start at it
     io = T - 1
@@ -556,7 +564,12 @@ def _gradient_checkpoint(
     n_seg, seg_t, seg_h, seg_z, seg_k = segments(method, max_ck, rec, y0)
     K = tableau(method)[4].shape[1]
     iw = np.array([0, 1, 1 if t1 >= t0 else -1, -1], np.int64)
-    aux = (seg_z, seg_k, seg_t, seg_h, np.empty((K + 1, n)), iw)
+    lam_y = np.zeros(n)
+    wq = np.empty(N_PARAMS)  # scratch of observation_cotangent
+    # the jumps' data for the step loop (``on_stop``, ``jump_at``): ji = (io, use_loss)
+    # and jf = (Σ φ, the next segment start) are set by checkpoint_sweep
+    jd = (Zf, cot, data, t_obs, gp, lam_y, wq, np.array([-1, 1 if use_loss else 0]), np.zeros(2))
+    aux = (seg_z, seg_k, seg_t, seg_h, np.empty((K + 1, n)), iw, jd)
     q = n_seg - 1
     bounds = np.empty(n_seg)  # the segments' start times, in the sweep's order
     for r in range(n_seg - 1):
@@ -566,8 +579,6 @@ def _gradient_checkpoint(
         iw, st_b,
     )  # fmt: skip
     t_start = seg_t[nseg]
-    lam_y = np.zeros(n)
-    wq = np.empty(N_PARAMS)  # scratch of observation_cotangent
     za = np.zeros(n + n_p, y0.dtype)
     io = T - 1
     while io >= 0 and t_obs[io] == t_start:

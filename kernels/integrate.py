@@ -37,6 +37,8 @@ from ._dynamics import (
     N_STATES,
     adjoint_row,
     jvp_row,
+    observation,
+    observation_grad,
     rhs_row,
     running,
     running_grad,
@@ -296,7 +298,12 @@ def _stage_eval_adjoint(kind, method, t, z, p, aux, work, out, r):
     # one, iw = (last j, nsteps, direction, j of cbuf): the sweep moves through the
     # steps in order, so this is one or two comparisons, and a binary search only
     # after a jump. Then the adjoint itself.
-    zs, ks, ts, hs, cbuf, iw = aux
+    zs = aux[0]
+    ks = aux[1]
+    ts = aux[2]
+    hs = aux[3]
+    cbuf = aux[4]
+    iw = aux[5]
     K = tableau(method)[4].shape[1]
     j = iw[0]
     nsteps = iw[1]
@@ -323,6 +330,78 @@ def _stage_eval_adjoint(kind, method, t, z, p, aux, work, out, r):
 def _stage_eval_kind(kind, method, t, z, p, aux, work, out, r):
     if isinstance(kind, types.IntegerLiteral):
         return _stage_eval_adjoint if kind.literal_value == ADJOINT else _stage_eval_call
+    return None
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False)
+def observation_cotangent(use_loss, y, cot_i, data_i, p, out_y, gp, wp):
+    """out_y = ∂L/∂y(tᵢ); with a symbolic loss also gp += ∂φ/∂p (scratch wp, size p).
+    Returns φ."""
+    n = N_STATES
+    if not use_loss:
+        for j in range(n):
+            out_y[j] = cot_i[j]
+        return 0.0
+    observation_grad(y, data_i, p, out_y, wp)
+    for q in range(N_PARAMS):
+        gp[q] += wp[q]
+    return observation(y, data_i, p)
+
+
+def on_stop(kind, t, z, p, aux):
+    """At a stop reached in ``advance`` (C_TSTOPS): make the change the caller would make
+    there and return True, when this kind's aux carries what it takes; False returns
+    the loop to its caller (status STOPPED). The continuous adjoints' jumps at the
+    observations are made here (``jump_at``): a return per observation and a fresh
+    entry (its arguments, the state reloaded) cost ~10% of P3's checkpoint gradient.
+    Segment starts (the caller loads the next segment) and the other kinds return."""
+    raise TypeError("on_stop runs only inside compiled engine code")
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False, inline="always")
+def jump_at(t, z, p, jd, off):
+    """The adjoint's jump if t is the next observation (and not a segment start): λ =
+    z[off : off + n] += ∂L/∂y(t_io); for backsolve (off = n) y = z[:n] is reset to the
+    forward value first. jd = (Zf, cot, data, t_obs, gp, lam_y, wq, ji, jf): the forward
+    states and the cotangents (or data) at the observations, ∂φ/∂p accumulates into gp,
+    scratch lam_y and wq, ji = (next observation io, use_loss), jf = (Σ φ of the jumps
+    made here, the next segment start or NaN)."""
+    ji = jd[7]
+    jf = jd[8]
+    io = ji[0]
+    if io < 0 or t != jd[3][io] or t == jf[1]:
+        return False
+    Zf = jd[0]
+    if off > 0:
+        for j in range(N_STATES):
+            z[j] = Zf[io, j]
+    lam_y = jd[5]
+    jf[0] += observation_cotangent(ji[1] == 1, Zf[io], jd[1][io], jd[2][io], p, lam_y, jd[4], jd[6])
+    for j in range(N_STATES):
+        z[off + j] += lam_y[j]
+    ji[0] = io - 1
+    return True
+
+
+def _on_stop_return(kind, t, z, p, aux):
+    return False
+
+
+def _on_stop_adjoint(kind, t, z, p, aux):
+    return jump_at(t, z, p, aux[6], ZERO)
+
+
+def _on_stop_backsolve(kind, t, z, p, aux):
+    return jump_at(t, z, p, aux[6], N_OFFSET)
+
+
+_ON_STOP = {ADJOINT: _on_stop_adjoint, BACKSOLVE: _on_stop_backsolve}
+
+
+@overload(on_stop, prefer_literal=True, inline="always", jit_options=EVALUATE_OPTIONS)
+def _on_stop_kind(kind, t, z, p, aux):
+    if isinstance(kind, types.IntegerLiteral):
+        return _ON_STOP.get(kind.literal_value, _on_stop_return)
     return None
 
 
@@ -826,8 +905,20 @@ def advance(
             fail_h = abs(hs)
             break
         if hit:
-            status = STOPPED
-            break
+            if not (adaptive and on_stop(kind, t, z, p, aux)):
+                status = STOPPED
+                break
+            # z changed at t: F(t, z) again (``restart``), the controller goes on. A
+            # call: a second inlined stage_eval trips numba's IR scope check
+            evaluate(kind, method, t, z, p, aux, work, k, ZERO)
+            nfev += 1
+            finite = finite_row(k, ZERO)
+            for m in range(nz):
+                finite = finite and np.isfinite(z[m])
+            if not finite:
+                status = NONFINITE
+                fail_h = h
+                break
     for m in range(nz):
         z_io[m] = z[m]
         k_io[0, m] = k[0, m]
@@ -879,7 +970,7 @@ def integrate(
     )  # fmt: skip
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def integrate_ws(
     kind, method, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
     record, max_ck, ws,

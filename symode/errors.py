@@ -92,8 +92,9 @@ class Status(enum.IntEnum):
             return "t_eval is not strictly monotone in the direction of integration"
         return (
             f"Non-finite state (NaN or inf) appeared in the step from t={t:.17g} with step "
-            f"size {h:.3g} and could not be avoided by shrinking the step (blow-up or a "
-            "domain error in the right-hand side, e.g. log of a negative number)."
+            f"size {h:.3g} (an adaptive method shrinks a failing step first; a fixed-step "
+            "method cannot): a blow-up or a domain error in the right-hand side, e.g. log "
+            "of a negative number."
         )
 
 

@@ -131,6 +131,9 @@ FULL_ONLY_IDS = {
     "test_nonlinear_modes_match_finite_differences[lorenz-backsolve]",
     "test_nonlinear_modes_match_finite_differences[lorenz-forward]",
     "test_nonlinear_modes_agree_pairwise[lorenz]",
+    # the oscillator's forward sensitivities (≈ 25 s): the default run checks them on
+    # Lotka–Volterra, the linear closed form, the random systems and the losses
+    "test_nonlinear_modes_match_finite_differences[oscillator-forward]",
 }
 
 

@@ -382,6 +382,8 @@ def test_backward_in_time_agrees_with_scipy(oscillator_model, vdp_model, method)
     ref = scipy_ref(osc_rhs, (6.0, 0.0), y6, ts)
     np.testing.assert_allclose(sol.y, ref, atol=1e-9)
     np.testing.assert_allclose(sol.y, osc_exact(ts), atol=1e-9)
+    if method == "rk4":
+        return  # fixed steps backwards: the oscillator; Van der Pol is compiled for dopri5
     ts = np.linspace(3.0, 0.0, 16)
     sol = vdp_model.solve([1.0, -0.5], ts, [1.0], method=method, **opts)
     np.testing.assert_allclose(sol.y, scipy_ref(vdp_rhs, (3.0, 0.0), [1.0, -0.5], ts), atol=1e-8)
@@ -534,18 +536,20 @@ def test_stats_count_every_evaluation(lorenz_model, method):
         assert extra % m == 0 and 0 < extra // m <= sd["naccept"]
 
 
-def test_stats_with_rejections(lorenz_model):
-    """Rejected steps cost s - 1 evaluations each and are counted in nreject."""
-    total = 0
+def test_stats_with_rejections(linear_model):
+    """Rejected steps cost s - 1 evaluations each and are counted in nreject, for every
+    adaptive tableau (FSAL or not). The linear model: its solves are compiled for every
+    tableau already (the order tests)."""
     for method in ADAPTIVE:
-        for rtol in (1e-3, 1e-5):
-            sol = lorenz_model.solve(
-                [1.0, 1.0, 1.0], LORENZ_TS[[0, -1]], LORENZ_P, method=method, rtol=rtol, h0=0.5
+        rejected = 0
+        for rtol in (1e-3, 1e-7):
+            sol = linear_model.solve(
+                LIN_Y0, [0.0, 10.0], LIN_P, method=method, rtol=rtol, atol=rtol, h0=5.0
             )
             st = sol.stats
             assert st["nfev"] == n_evals(method, st["naccept"], st["nreject"], h0_given=True)
-            total += st["nreject"]
-    assert total > 0  # a first step of 0.5 on Lorenz is always rejected
+            rejected += st["nreject"]
+        assert rejected > 0, method  # a first step of 5 is too long at both tolerances
 
 
 def test_input_validation(linear_model):
@@ -731,8 +735,10 @@ def test_no_silent_nan_anywhere(singular_model, linear_model):
     cases = [
         (singular_model, [1.0], ts, BLOWUP, {}),
         (singular_model, [1.0], ts, SQRT_DECAY, {}),
-        (singular_model, [1.0], ts, SQRT_DECAY, {"method": "euler", "dt": 1.5}),
-        (singular_model, [1.0], ts, BLOWUP, {"method": "heun", "dt": 0.1}),
+        # fixed steps with the methods this file compiles for the model anyway: rk4
+        # overshoots y = 0 (√ of a negative stage), dopri5 on a grid runs into the pole
+        (singular_model, [1.0], ts, SQRT_DECAY, {"method": "rk4", "dt": 1.5}),
+        (singular_model, [1.0], ts, BLOWUP, {"method": "dopri5", "dt": 0.1}),
         (singular_model, [1.0], ts, [-1.0, 0.0], {}),
         (linear_model, LIN_Y0, ts, LIN_P, {"max_steps": 3}),
         (linear_model, LIN_Y0, ts, LIN_P, {}),
