@@ -134,6 +134,10 @@ FULL_ONLY_IDS = {
     # the oscillator's forward sensitivities (≈ 25 s): the default run checks them on
     # Lotka–Volterra, the linear closed form, the random systems and the losses
     "test_nonlinear_modes_match_finite_differences[oscillator-forward]",
+    # the fixed-step ensemble on Lotka–Volterra (≈ 35 s: rk4's solve and ensemble
+    # kernels for one more system); test_system's batched-shapes test checks an rk4
+    # ensemble against one-by-one solves bit for bit on the scalar model
+    "test_batched_y0_and_params_equal_one_by_one[rk4]",
 }
 
 
