@@ -581,6 +581,16 @@ def finite_row(k, r):
     return True
 
 
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+def finite_start(k, z):
+    """Whether z and its derivative k[0] are finite (after the state changed at a stop).
+    A loop: np.isfinite(z) would allocate, once per stop."""
+    finite = finite_row(k, ZERO)
+    for m in range(z.size):
+        finite = finite and np.isfinite(z[m])
+    return finite
+
+
 @njit(cache=True, fastmath=FMA, error_model="numpy")
 def grow(a, size):
     """A copy of the 1-D array a in a larger buffer."""
@@ -912,10 +922,7 @@ def advance(
             # call: a second inlined stage_eval trips numba's IR scope check
             evaluate(kind, method, t, z, p, aux, work, k, ZERO)
             nfev += 1
-            finite = finite_row(k, ZERO)
-            for m in range(nz):
-                finite = finite and np.isfinite(z[m])
-            if not finite:
+            if not finite_start(k, z):
                 status = NONFINITE
                 fail_h = h
                 break
@@ -1129,10 +1136,7 @@ def restart(kind, method, p, aux, ws):
     k, z, ztmp, znew, work, bth, fv, iv = ws
     evaluate(kind, method, fv[V_T], z, p, aux, work, k, ZERO)
     iv[C_NFEV] += 1
-    finite = finite_row(k, ZERO)
-    for m in range(z.size):  # (np.isfinite(z) would allocate, once per stop)
-        finite = finite and np.isfinite(z[m])
-    if not finite:
+    if not finite_start(k, z):
         iv[C_STATUS] = NONFINITE
 
 
