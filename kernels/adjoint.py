@@ -32,10 +32,13 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from ._dynamics import (
-    HAS_RUNNING_COST,
-    N_PARAMS,
-    N_STATES,
+from .dynamics import (
+    SPECIALIZED,
+    SYSTEM,
+    has_running_cost,
+    n_params,
+    n_states,
+    record,
     running_grad,
     vjp,
 )
@@ -47,7 +50,6 @@ from .integrate import (
     FMA,
     FORWARD,
     FORWARD_COST,
-    FSAL,
     I_NERR,
     ONE,
     RECORD_CHECKPOINTS,
@@ -63,15 +65,16 @@ from .integrate import (
     adaptive_steps,
     begin,
     dense_weights,
-    dyn,
     empty_aux,
     finish,
+    fsal,
     integrate,
     no_record,
     observation_cotangent,
     replay,
     restart,
     resume,
+    runtime,
     stage_input,
     tableau,
     workspace,
@@ -203,15 +206,15 @@ def add_stats(dst, src):
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
-def start_sweep(kind, method, t_start, t_end, z0, p, aux, biopt, bfopt, batol, grid, stops):
+def start_sweep(kind, method, dyn, t_start, t_end, z0, p, aux, biopt, bfopt, batol, grid, stops):
     """A backward sweep of the step loop from t_start to t_end, stopping at ``stops``
     (``begin`` with tstops): returns its workspace, the buffer of the grid pieces and
     the (empty) record buffers that ``resume`` takes."""
-    ws = workspace(kind, method, z0)
+    ws = workspace(kind, method, dyn, z0)
     gbuf = np.empty(piece_room(method, grid, stops, t_start, t_end))
     rec_b = no_record(z0)
     begin(
-        kind, method, t_start, t_end, z0, p, aux, biopt, bfopt, batol, grid, stops,
+        kind, method, dyn, t_start, t_end, z0, p, aux, biopt, bfopt, batol, grid, stops,
         rec_b[3], ws, ONE,
     )  # fmt: skip
     return ws, gbuf, rec_b
@@ -228,32 +231,32 @@ def end_sweep(st_b, ws, z_out):
 
 
 @njit(**NO_NRT)
-def jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, off):
+def jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, off):
     """λ's jump at observation io: z[off : off + n] += ∂L/∂y(t_io) (lam_y, scratch wq);
     with a symbolic loss gp += ∂φ/∂p. Returns φ."""
-    phi = observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp, wq)
-    for j in range(N_STATES):
+    phi = observation_cotangent(dyn, use_loss, Zf[io], cot[io], data[io], p, lam_y, gp, wq)
+    for j in range(n_states(dyn)):
         z[off + j] += lam_y[j]
     return phi
 
 
 @njit(**NO_NRT)
-def vjp_kind(kind, t, z, p, zbar, out_z, out_p, wy, wp):
+def vjp_kind(kind, dyn, t, z, p, zbar, out_z, out_p, wy, wp):
     """(out_z, out_p) = zbarᵀ ∂F/∂(z, p) for the forward kinds (with the cost channel)."""
-    n = N_STATES
-    vjp(t, z, p, zbar, out_z, out_p)
+    n = n_states(dyn)
+    vjp(dyn, t, z, p, zbar, out_z, out_p)
     if kind == FORWARD_COST:
         out_z[n] = 0.0
-        running_grad(t, z, p, wy, wp)
+        running_grad(dyn, t, z, p, wy, wp)
         for j in range(n):
             out_z[j] += zbar[n] * wy[j]
-        for q in range(N_PARAMS):
+        for q in range(n_params(dyn)):
             out_p[q] += zbar[n] * wp[q]
 
 
-def gradient(
-    method, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
-    bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+def adjoint_gradient(
+    method, dyn, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
+    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
     """Gradient of L w.r.t. y0 (gy0) and p (gp) for one trajectory; see module docstring.
 
@@ -265,7 +268,7 @@ def gradient(
     Compiled code only: ``mode`` is a literal and the overload below compiles just that
     mode's implementation (and the kinds of dynamics it integrates).
     """
-    raise TypeError("gradient runs only inside compiled engine code")
+    raise TypeError("adjoint_gradient runs only inside compiled engine code")
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
@@ -277,16 +280,16 @@ def clear_gradient(gy0, gp):
 
 
 def _gradient_forward(
-    method, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
+    method, dyn, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
     bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
     """Forward sensitivities: z = [y, S, r] integrated with the state."""
-    n = N_STATES
-    n_p = N_PARAMS
+    n = n_states(dyn)
+    n_p = n_params(dyn)
     T = t_obs.size
     clear_gradient(gy0, gp)
     lam_y = np.zeros(n)
-    wq = np.empty(N_PARAMS)  # scratch of observation_cotangent
+    wq = np.empty(n_params(dyn))  # scratch of observation_cotangent
     total = 0.0
     m_cols = n_p + n
     zsz = n + m_cols * n + m_cols
@@ -296,8 +299,8 @@ def _gradient_forward(
         z0[n + (n_p + j) * n + j] = 1.0
     Z = np.empty((T, zsz), y0.dtype)
     integrate(
-        SENSITIVITY, method, t0, t1, z0, p, empty_aux(y0), iopt, fopt, atol, grid, t_obs, Z,
-        st_f, np.zeros(3), dyn(RECORD_NONE), dyn(2),
+        SENSITIVITY, method, dyn, t0, t1, z0, p, empty_aux(dyn, y0), iopt, fopt, atol, grid, t_obs, Z,
+        st_f, np.zeros(3), runtime(RECORD_NONE), runtime(2),
     )  # fmt: skip
     for i in range(T):
         for j in range(n):
@@ -305,7 +308,7 @@ def _gradient_forward(
     if st_f[S_STATUS] != SUCCESS:
         return
     for i in range(T):
-        total += observation_cotangent(use_loss, Z[i], cot[i], data[i], p, lam_y, gp, wq)
+        total += observation_cotangent(dyn, use_loss, Z[i], cot[i], data[i], p, lam_y, gp, wq)
         for col in range(m_cols):
             acc = 0.0
             for j in range(n):
@@ -314,20 +317,114 @@ def _gradient_forward(
                 gp[col] += acc
             else:
                 gy0[col - n_p] += acc
-    if HAS_RUNNING_COST:
+    if has_running_cost(dyn):
         for col in range(m_cols):
             r = Z[T - 1, n + m_cols * n + col]
             if col < n_p:
                 gp[col] += r
             else:
                 gy0[col - n_p] += r
-        total += running_integral(method, t0, t1, y0, p, iopt, fopt, atol, grid, st_f)
+        total += running_integral(method, dyn, t0, t1, y0, p, iopt, fopt, atol, grid, st_f)
     value[0] = total
+
+
+# The forward pass's kind of dynamics: FORWARD_COST with a running cost, else FORWARD.
+# It must be a literal: in the specialized tier it is the system's (one kind compiled);
+# in the generic tier the choice is made at run time (both compiled, once per machine).
+FORWARD_OPTIONS = {"fastmath": FMA, "error_model": "numpy"}
+
+
+def integrate_forward(
+    method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
+    what, max_ck,
+):  # fmt: skip
+    """``integrate`` with the forward pass's kind."""
+    raise TypeError("integrate_forward runs only inside compiled engine code")
+
+
+@overload(integrate_forward, jit_options=FORWARD_OPTIONS)
+def _integrate_forward(
+    method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
+    what, max_ck,
+):  # fmt: skip
+    if SPECIALIZED:
+        kind = FORWARD_COST if SYSTEM.HAS_RUNNING_COST else FORWARD
+
+        def fixed(
+            method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats,
+            fstats, what, max_ck,
+        ):  # fmt: skip
+            return integrate(
+                kind, method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out,
+                stats, fstats, what, max_ck,
+            )  # fmt: skip
+
+        return fixed
+
+    def chosen(
+        method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
+        what, max_ck,
+    ):  # fmt: skip
+        if has_running_cost(dyn):
+            return integrate(
+                FORWARD_COST, method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out,
+                z_out, stats, fstats, what, max_ck,
+            )  # fmt: skip
+        return integrate(
+            FORWARD, method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out,
+            stats, fstats, what, max_ck,
+        )  # fmt: skip
+
+    return chosen
+
+
+def replay_forward(
+    method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f, q, stop, seg_t,
+    seg_h, seg_z, seg_k,
+):  # fmt: skip
+    """``replay`` with the forward pass's kind."""
+    raise TypeError("replay_forward runs only inside compiled engine code")
+
+
+@overload(replay_forward, jit_options=FORWARD_OPTIONS)
+def _replay_forward(
+    method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f, q, stop, seg_t,
+    seg_h, seg_z, seg_k,
+):  # fmt: skip
+    if SPECIALIZED:
+        kind = FORWARD_COST if SYSTEM.HAS_RUNNING_COST else FORWARD
+
+        def fixed(
+            method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f, q, stop,
+            seg_t, seg_h, seg_z, seg_k,
+        ):  # fmt: skip
+            return replay(
+                kind, method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f,
+                q, stop, seg_t, seg_h, seg_z, seg_k,
+            )  # fmt: skip
+
+        return fixed
+
+    def chosen(
+        method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f, q, stop,
+        seg_t, seg_h, seg_z, seg_k,
+    ):  # fmt: skip
+        if has_running_cost(dyn):
+            return replay(
+                FORWARD_COST, method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z,
+                ck_k, ck_f, q, stop, seg_t, seg_h, seg_z, seg_k,
+            )  # fmt: skip
+        return replay(
+            FORWARD, method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f,
+            q, stop, seg_t, seg_h, seg_z, seg_k,
+        )  # fmt: skip
+
+    return chosen
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
 def forward_pass(
-    method, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, gy0, gp, max_ck
+    method, dyn, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, gy0, gp, max_ck
 ):
     """The forward solve of the adjoint modes (z = [y] or [y, q] with a running cost),
     after zeroing the gradients. ``max_ck``: 0 records nothing (backsolve), 1 every
@@ -335,28 +432,27 @@ def forward_pass(
     solution at t_obs, ``integrate``'s record tuple, and the running cost's integral (0
     without one; t_obs[-1] == t1 is required for a running cost)."""
     clear_gradient(gy0, gp)
-    n = N_STATES
-    kind_f = FORWARD_COST if HAS_RUNNING_COST else FORWARD  # a compile-time literal
-    nz = n + 1 if HAS_RUNNING_COST else n
+    n = n_states(dyn)
+    nz = n + 1 if has_running_cost(dyn) else n
     T = t_obs.size
     if max_ck == 0:
-        record = RECORD_NONE
+        what = RECORD_NONE
     elif max_ck == 1:
-        record = RECORD_STAGES
+        what = RECORD_STAGES
     else:
-        record = RECORD_CHECKPOINTS
+        what = RECORD_CHECKPOINTS
     z0 = np.zeros(nz, y0.dtype)
     for j in range(n):
         z0[j] = y0[j]
     Zf = np.empty((T, nz), y0.dtype)
-    rec = integrate(
-        kind_f, method, t0, t1, z0, p, empty_aux(y0), iopt, fopt, atol, grid, t_obs, Zf, st_f,
-        np.zeros(3), record, max_ck,
+    rec = integrate_forward(
+        method, dyn, t0, t1, z0, p, empty_aux(dyn, y0), iopt, fopt, atol, grid, t_obs, Zf, st_f,
+        np.zeros(3), what, max_ck,
     )  # fmt: skip
     for i in range(T):
         for j in range(n):
             y_out[i, j] = Zf[i, j]
-    return Zf, rec, Zf[T - 1, n] if HAS_RUNNING_COST else 0.0
+    return Zf, rec, Zf[T - 1, n] if has_running_cost(dyn) else 0.0
 
 
 # The sweeps' loops run once per stop (observation or segment start), so they are
@@ -365,7 +461,7 @@ def forward_pass(
 # continuous-adjoint gradient. Their arrays come from the callers.
 @njit(**NO_NRT)
 def backsolve_sweep(
-    method, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b, Zf,
+    method, dyn, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b, Zf,
     cot, data, use_loss, io, gp, lam_y, wq,
 ):  # fmt: skip
     """Backsolve's sweep from t_start (``start_sweep``) to t0: at each stop y is reset to
@@ -375,7 +471,7 @@ def backsolve_sweep(
     With adaptive steps the step loop makes the jumps itself (``on_stop``, with the
     observation data in aux[6]) and runs through; fixed steps return at every stop (the
     next grid piece)."""
-    n = N_STATES
+    n = n_states(dyn)
     ji = aux[6][7]
     jf = aux[6][8]
     ji[0] = io
@@ -384,16 +480,16 @@ def backsolve_sweep(
     m = piece_grid(method, grid, stops, -1, t_start, t0, ws, gbuf)
     g = grid if m < 0 else gbuf[:m]
     while ws[7][C_STATUS] == RUNNING:
-        i = resume(BACKSOLVE, method, t0, p, aux, biopt, bfopt, batol, g, stops, ws, rec_b)
+        i = resume(BACKSOLVE, method, dyn, t0, p, aux, biopt, bfopt, batol, g, stops, ws, rec_b)
         io = ji[0]
         if i < 0:
             break
         # the stop is observation io
         for j in range(n):
             z[j] = Zf[io, j]
-        total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, n)
+        total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, n)
         ji[0] = io - 1
-        restart(BACKSOLVE, method, p, aux, ws)
+        restart(BACKSOLVE, method, dyn, p, aux, ws)
         m = piece_grid(method, grid, stops, i, t_start, t0, ws, gbuf)
         g = grid if m < 0 else gbuf[:m]
     return total + jf[0], ji[0]
@@ -401,7 +497,7 @@ def backsolve_sweep(
 
 @njit(**NO_NRT)
 def checkpoint_sweep(
-    method, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b, Zf,
+    method, dyn, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b, Zf,
     cot, data, use_loss, t_obs, io, gp, lam_y, wq, q, bounds, iopt, fopt, atol, t1,
     max_ck, rec, st_b,
 ):  # fmt: skip
@@ -423,68 +519,68 @@ def checkpoint_sweep(
     m = piece_grid(method, grid, stops, -1, t_start, t0, ws, gbuf)
     g = grid if m < 0 else gbuf[:m]
     while ws[7][C_STATUS] == RUNNING:
-        i = resume(ADJOINT, method, t0, p, aux, biopt, bfopt, batol, g, stops, ws, rec_b)
+        i = resume(ADJOINT, method, dyn, t0, p, aux, biopt, bfopt, batol, g, stops, ws, rec_b)
         io = ji[0]
         if i < 0:
             break
         if q > 0 and stops[i] == bounds[n_seg - 1 - q]:
             q -= 1
             load_segment(
-                method, q, p, iopt, fopt, atol, grid, t1, max_ck, rec, seg_t, seg_h, seg_z,
+                method, dyn, q, p, iopt, fopt, atol, grid, t1, max_ck, rec, seg_t, seg_h, seg_z,
                 seg_k, iw, st_b,
             )  # fmt: skip
             jf[1] = bounds[n_seg - 1 - q] if q > 0 else np.nan
         if io >= 0 and stops[i] == t_obs[io]:
-            total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, 0)
+            total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, 0)
             ji[0] = io - 1
-            restart(ADJOINT, method, p, aux, ws)
+            restart(ADJOINT, method, dyn, p, aux, ws)
         m = piece_grid(method, grid, stops, i, t_start, t0, ws, gbuf)
         g = grid if m < 0 else gbuf[:m]
     return total + jf[0], ji[0]
 
 
 def _gradient_backsolve(
-    method, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
+    method, dyn, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
     bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
     """Chen et al. 2018, Algorithm 1: [y, λ, μ] backwards in one sweep that stops at
     each observation, where y is reset to the forward value and λ jumps."""
-    n = N_STATES
-    n_p = N_PARAMS
+    n = n_states(dyn)
+    n_p = n_params(dyn)
     T = t_obs.size
     Zf, rec, total = forward_pass(
-        method, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, gy0, gp, dyn(0)
+        method, dyn, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, gy0, gp, runtime(0)
     )
     if st_f[S_STATUS] != SUCCESS:
         return
     direction = 1.0 if t1 >= t0 else -1.0
     lam_y = np.zeros(n)
-    wq = np.empty(N_PARAMS)  # scratch of observation_cotangent
+    wq = np.empty(n_params(dyn))  # scratch of observation_cotangent
     # the jumps' data for the step loop (``on_stop``), see checkpoint's
     jd = (Zf, cot, data, t_obs, gp, lam_y, wq, np.array([-1, 1 if use_loss else 0]), np.zeros(2))
     jd[8][1] = np.nan  # no segments
-    aux = empty_aux(y0) + (jd,)
+    aux = empty_aux(dyn, y0) + (jd,)
     za = np.zeros(2 * n + n_p, y0.dtype)
     # λ = 0 after the last observation (no running cost there): start at it
     io = T - 1
     t_start = t_obs[io]
     for j in range(n):
         za[j] = Zf[io, j]
-    total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, n)
+    total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, n)
     io -= 1
     if t_start != t0:
         stops = sweep_stops(t_obs, io, t0, direction, np.empty(0), 0)
         ws, gbuf, rec_b = start_sweep(
-            BACKSOLVE, method, t_start, t0, za, p, aux, biopt, bfopt, batol, grid, stops
+            BACKSOLVE, method, dyn, t_start, t0, za, p, aux, biopt, bfopt, batol, grid, stops
         )
         phi, io = backsolve_sweep(
-            method, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b,
+            method, dyn, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b,
             Zf, cot, data, use_loss, io, gp, lam_y, wq,
         )  # fmt: skip
         total += phi
         end_sweep(st_b, ws, za)
     while io >= 0:  # observations at t0
-        total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, n)
+        total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, n)
         io -= 1
     for j in range(n):
         gy0[j] = za[n + j]
@@ -520,7 +616,7 @@ def segments(method, max_ck, rec, like):
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
 def load_segment(
-    method, q, p, iopt, fopt, atol, grid, t1, max_ck, rec, seg_t, seg_h, seg_z, seg_k, iw,
+    method, dyn, q, p, iopt, fopt, atol, grid, t1, max_ck, rec, seg_t, seg_h, seg_z, seg_k, iw,
     st_b,
 ):  # fmt: skip
     """Make segment q's steps available in the seg_ buffers (replaying them from
@@ -532,9 +628,8 @@ def load_segment(
         nseg = nsteps
     else:
         stop = ck_i[q + 1] if q + 1 < n_ck else nsteps
-        kind_f = FORWARD_COST if HAS_RUNNING_COST else FORWARD  # a compile-time literal
-        st_b[S_NFEV] += replay(
-            kind_f, method, t1, p, empty_aux(seg_z[0]), iopt, fopt, atol, grid, ck_i, ck_z,
+        st_b[S_NFEV] += replay_forward(
+            method, dyn, t1, p, empty_aux(dyn, seg_z[0]), iopt, fopt, atol, grid, ck_i, ck_z,
             ck_k, ck_f, q, stop, seg_t, seg_h, seg_z, seg_k,
         )  # fmt: skip
         nseg = stop - ck_i[q]
@@ -545,17 +640,17 @@ def load_segment(
 
 
 def _gradient_checkpoint(
-    method, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
+    method, dyn, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
     bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
     """[λ, μ] backwards in one sweep, y from the recorded steps' dense output; the sweep
     stops at each observation (λ jumps) and at each segment's start (the next segment
     is loaded)."""
-    n = N_STATES
-    n_p = N_PARAMS
+    n = n_states(dyn)
+    n_p = n_params(dyn)
     T = t_obs.size
     Zf, rec, total = forward_pass(
-        method, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, gy0, gp, max_ck
+        method, dyn, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, gy0, gp, max_ck
     )
     if st_f[S_STATUS] != SUCCESS:
         return
@@ -565,7 +660,7 @@ def _gradient_checkpoint(
     K = tableau(method)[4].shape[1]
     iw = np.array([0, 1, 1 if t1 >= t0 else -1, -1], np.int64)
     lam_y = np.zeros(n)
-    wq = np.empty(N_PARAMS)  # scratch of observation_cotangent
+    wq = np.empty(n_params(dyn))  # scratch of observation_cotangent
     # the jumps' data for the step loop (``on_stop``, ``jump_at``): ji = (io, use_loss)
     # and jf = (Σ φ, the next segment start) are set by checkpoint_sweep
     jd = (Zf, cot, data, t_obs, gp, lam_y, wq, np.array([-1, 1 if use_loss else 0]), np.zeros(2))
@@ -575,29 +670,29 @@ def _gradient_checkpoint(
     for r in range(n_seg - 1):
         bounds[r] = ck_f[n_seg - 1 - r, 0]
     nseg = load_segment(
-        method, q, p, iopt, fopt, atol, grid, t1, max_ck, rec, seg_t, seg_h, seg_z, seg_k,
+        method, dyn, q, p, iopt, fopt, atol, grid, t1, max_ck, rec, seg_t, seg_h, seg_z, seg_k,
         iw, st_b,
     )  # fmt: skip
     t_start = seg_t[nseg]
     za = np.zeros(n + n_p, y0.dtype)
     io = T - 1
     while io >= 0 and t_obs[io] == t_start:
-        total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, 0)
+        total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, 0)
         io -= 1
     if t_start != t0:
         stops = sweep_stops(t_obs, io, t0, direction, bounds, n_seg - 1)
         ws, gbuf, rec_b = start_sweep(
-            ADJOINT, method, t_start, t0, za, p, aux, biopt, bfopt, batol, grid, stops
+            ADJOINT, method, dyn, t_start, t0, za, p, aux, biopt, bfopt, batol, grid, stops
         )
         phi, io = checkpoint_sweep(
-            method, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b,
+            method, dyn, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b,
             Zf, cot, data, use_loss, t_obs, io, gp, lam_y, wq, q, bounds, iopt, fopt, atol,
             t1, max_ck, rec, st_b,
         )  # fmt: skip
         total += phi
         end_sweep(st_b, ws, za)
     while io >= 0:  # observations at t0
-        total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, 0)
+        total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, 0)
         io -= 1
     for j in range(n):
         gy0[j] = za[j]
@@ -607,31 +702,31 @@ def _gradient_checkpoint(
 
 
 def _gradient_discrete(
-    method, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
+    method, dyn, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
     bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
     """The reverse sweep through the RK stages of the accepted steps and of the dense
     output at the observation times, step sizes held fixed."""
-    n = N_STATES
-    n_p = N_PARAMS
+    n = n_states(dyn)
+    n_p = n_params(dyn)
     T = t_obs.size
     Zf, rec, total = forward_pass(
-        method, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, gy0, gp, max_ck
+        method, dyn, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, gy0, gp, max_ck
     )
     if st_f[S_STATUS] != SUCCESS:
         return
-    nz = n + 1 if HAS_RUNNING_COST else n
+    nz = n + 1 if has_running_cost(dyn) else n
     direction = 1.0 if t1 >= t0 else -1.0
     A = tableau(method)[0]
     S = A.shape[0] + 1 + tableau(method)[5].shape[0]  # stages, f1, extra dense stages
     n_seg, seg_t, seg_h, seg_z, seg_k = segments(method, max_ck, rec, y0)
     lam_y = np.zeros(n)
-    wq = np.empty(N_PARAMS)  # scratch of observation_cotangent
-    wy = np.zeros(n)
-    wp = np.zeros(n_p)
+    wq = np.empty(n_params(dyn))  # scratch of observation_cotangent
+    wy = np.zeros(n, y0.dtype)  # ∂g/∂y, ∂g/∂p (the kernel writes the state's dtype)
+    wp = np.zeros(n_p, y0.dtype)
     bth = np.empty(S)
     zbar = np.zeros(nz)
-    if HAS_RUNNING_COST:
+    if has_running_cost(dyn):
         zbar[n] = 1.0
     zbar_new = np.zeros(nz)
     kbar = np.zeros((S, nz))
@@ -643,16 +738,16 @@ def _gradient_discrete(
     io = T - 1
     for q in range(n_seg - 1, -1, -1):
         nseg = load_segment(
-            method, q, p, iopt, fopt, atol, grid, t1, max_ck, rec, seg_t, seg_h, seg_z, seg_k,
+            method, dyn, q, p, iopt, fopt, atol, grid, t1, max_ck, rec, seg_t, seg_h, seg_z, seg_k,
             iw, st_b,
         )  # fmt: skip
         io, total = reverse_steps(
-            method, nseg, seg_t, seg_h, seg_z, seg_k, t_obs, io, total, Zf, cot, data,
+            method, dyn, nseg, seg_t, seg_h, seg_z, seg_k, t_obs, io, total, Zf, cot, data,
             use_loss, p, gp, st_b, direction, zbar, zbar_new, kbar, lam_y, oz, op, wy, wp, wq,
             bth, Y, z_end,
         )  # fmt: skip
     while io >= 0:  # observations at t0
-        total += jump(use_loss, Zf, cot, data, io, p, gp, lam_y, wq, zbar, 0)
+        total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, zbar, 0)
         io -= 1
     for j in range(n):
         gy0[j] = zbar[j]
@@ -661,16 +756,16 @@ def _gradient_discrete(
 
 @njit(**NO_NRT)
 def reverse_steps(
-    method, nseg, seg_t, seg_h, seg_z, seg_k, t_obs, io, total, Zf, cot, data, use_loss, p,
+    method, dyn, nseg, seg_t, seg_h, seg_z, seg_k, t_obs, io, total, Zf, cot, data, use_loss, p,
     gp, st_b, direction, zbar, zbar_new, kbar, lam_y, oz, op, wy, wp, wq, bth, Y, z_end,
 ):  # fmt: skip
     """The discrete adjoint's reverse sweep over the nseg steps of one segment, last to
     first: the observations inside each step (end state or dense output), then its
     stages in reverse. Scratch arrays from the caller; returns (io, total)."""
-    n = N_STATES
-    n_p = N_PARAMS
-    kind_f = FORWARD_COST if HAS_RUNNING_COST else FORWARD  # a compile-time literal
-    nz = n + 1 if HAS_RUNNING_COST else n
+    n = n_states(dyn)
+    n_p = n_params(dyn)
+    kind_f = FORWARD_COST if has_running_cost(dyn) else FORWARD
+    nz = n + 1 if has_running_cost(dyn) else n
     A, b, c, e, P, Ax, cx = tableau(method)
     s = A.shape[0]
     n_extra = Ax.shape[0]
@@ -684,7 +779,9 @@ def reverse_steps(
             for st in range(S):
                 kbar[st, m] = 0.0
         while io >= 0 and direction * (t_obs[io] - ta) > 0:
-            total += observation_cotangent(use_loss, Zf[io], cot[io], data[io], p, lam_y, gp, wq)
+            total += observation_cotangent(
+                dyn, use_loss, Zf[io], cot[io], data[io], p, lam_y, gp, wq
+            )
             if t_obs[io] == tb:
                 for j in range(n):
                     zbar[j] += lam_y[j]
@@ -698,7 +795,7 @@ def reverse_steps(
         # extra dense-output stages x_j = F(ta + cx_j h, X_j), in reverse
         for jx in range(n_extra - 1, -1, -1):
             stage_input(method, s + 1 + jx, seg_z[r], h, seg_k[r], Y)
-            vjp_kind(kind_f, ta + cx[jx] * h, Y, p, kbar[s + 1 + jx], oz, op, wy, wp)
+            vjp_kind(kind_f, dyn, ta + cx[jx] * h, Y, p, kbar[s + 1 + jx], oz, op, wy, wp)
             st_b[S_NFEV] += 1
             for qq in range(n_p):
                 gp[qq] += op[qq]
@@ -708,7 +805,7 @@ def reverse_steps(
                     kbar[l, m] += h * Ax[jx, l] * oz[m]
         # f1 = F(tb, z_{i+1}) feeds the Hermite rows of non-FSAL methods (and the
         # extra stages); for FSAL methods f1 is the last stage itself
-        if FSAL[method]:
+        if fsal(method):
             for m in range(nz):
                 kbar[s - 1, m] += kbar[s, m]
         else:
@@ -717,7 +814,7 @@ def reverse_steps(
             else:
                 seg_end(seg_z, seg_k, r, h, method, z_end)
                 z_next = z_end
-            vjp_kind(kind_f, tb, z_next, p, kbar[s], oz, op, wy, wp)
+            vjp_kind(kind_f, dyn, tb, z_next, p, kbar[s], oz, op, wy, wp)
             st_b[S_NFEV] += 1
             for m in range(nz):
                 zbar[m] += oz[m]
@@ -728,7 +825,7 @@ def reverse_steps(
                 kbar[st, m] += h * b[st] * zbar[m]
         for st in range(s - 1, -1, -1):
             stage_input(method, st, seg_z[r], h, seg_k[r], Y)
-            vjp_kind(kind_f, ta + c[st] * h, Y, p, kbar[st], oz, op, wy, wp)
+            vjp_kind(kind_f, dyn, ta + c[st] * h, Y, p, kbar[st], oz, op, wy, wp)
             st_b[S_NFEV] += 1
             for qq in range(n_p):
                 gp[qq] += op[qq]
@@ -751,9 +848,11 @@ _GRADIENT = {
 }
 
 
-@overload(gradient, prefer_literal=True, jit_options={"fastmath": FMA, "error_model": "numpy"})
+@overload(
+    adjoint_gradient, prefer_literal=True, jit_options={"fastmath": FMA, "error_model": "numpy"}
+)
 def _gradient_mode(
-    method, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
+    method, dyn, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
     bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
     if isinstance(mode, types.IntegerLiteral):
@@ -775,9 +874,9 @@ def seg_end(seg_z, seg_k, r, h, method, out):
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
-def running_integral(method, t0, t1, y0, p, iopt, fopt, atol, grid, st):
+def running_integral(method, dyn, t0, t1, y0, p, iopt, fopt, atol, grid, st):
     """∫ g dt along the trajectory (forward-sensitivity mode's loss value)."""
-    n = N_STATES
+    n = n_states(dyn)
     z0 = np.zeros(n + 1, y0.dtype)
     for j in range(n):
         z0[j] = y0[j]
@@ -788,21 +887,114 @@ def running_integral(method, t0, t1, y0, p, iopt, fopt, atol, grid, st):
     io[I_NERR] = n + 1
     st_q = np.zeros(5, np.int64)
     integrate(
-        FORWARD_COST, method, t0, t1, z0, p, empty_aux(y0), io, fopt, atol, grid,
-        np.array([t1]), Z, st_q, fst, dyn(RECORD_NONE), dyn(2),
+        FORWARD_COST, method, dyn, t0, t1, z0, p, empty_aux(dyn, y0), io, fopt, atol, grid,
+        np.array([t1]), Z, st_q, fst, runtime(RECORD_NONE), runtime(2),
     )  # fmt: skip
     add_stats(st, st_q)
     return Z[0, n]
 
 
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+def gradient(
+    method, mode, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol,
+    grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+):  # fmt: skip
+    """The entry point of one trajectory's gradient (``adjoint_gradient``; the kernels
+    arrive as their addresses, ``dynamics.record``)."""
+    adjoint_gradient(
+        method, record(addr, sizes, y0), mode, t0, t1, y0, p, t_obs, cot, data, use_loss,
+        iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value,
+        y_out,
+    )  # fmt: skip
+
+
 @njit(cache=True, parallel=True, fastmath=FMA, error_model="numpy")
 def gradient_ensemble(
-    method, mode, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
-    bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+    method, mode, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol,
+    grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
 ):  # fmt: skip
     for i in prange(Y0.shape[0]):
-        gradient(
-            method, mode, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, iopt, fopt,
-            atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i], ST_F[i], ST_B[i],
+        # the record is made inside the loop (see ensemble.solve_ensemble)
+        adjoint_gradient(
+            method, record(addr, sizes, Y0[i]), mode, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, iopt,
+            fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i], ST_F[i], ST_B[i],
             VALUE[i], Y_OUT[i],
         )  # fmt: skip
+
+
+# The generic tier's gradient entry points, one per adjoint mode (a literal: a call
+# compiles only its mode), the method as data. The specialized tier's are generated per
+# (method, mode) next to the system (symode.codegen.generate_entries_sources).
+ENTRY = {"cache": True, "fastmath": FMA, "error_model": "numpy"}
+
+
+@njit(**ENTRY)
+def gradient_backsolve(
+    method, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+):  # fmt: skip
+    gradient(
+        method, MODE_BACKSOLVE, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    )  # fmt: skip
+
+
+@njit(**ENTRY)
+def gradient_ensemble_backsolve(
+    method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+):  # fmt: skip
+    gradient_ensemble(
+        method, MODE_BACKSOLVE, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+    )  # fmt: skip
+
+
+@njit(**ENTRY)
+def gradient_checkpoint(
+    method, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+):  # fmt: skip
+    gradient(
+        method, MODE_CHECKPOINT, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    )  # fmt: skip
+
+
+@njit(**ENTRY)
+def gradient_ensemble_checkpoint(
+    method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+):  # fmt: skip
+    gradient_ensemble(
+        method, MODE_CHECKPOINT, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+    )  # fmt: skip
+
+
+@njit(**ENTRY)
+def gradient_discrete(
+    method, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+):  # fmt: skip
+    gradient(
+        method, MODE_DISCRETE, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    )  # fmt: skip
+
+
+@njit(**ENTRY)
+def gradient_ensemble_discrete(
+    method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+):  # fmt: skip
+    gradient_ensemble(
+        method, MODE_DISCRETE, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+    )  # fmt: skip
+
+
+@njit(**ENTRY)
+def gradient_forward(
+    method, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+):  # fmt: skip
+    gradient(
+        method, MODE_FORWARD, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    )  # fmt: skip
+
+
+@njit(**ENTRY)
+def gradient_ensemble_forward(
+    method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+):  # fmt: skip
+    gradient_ensemble(
+        method, MODE_FORWARD, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+    )  # fmt: skip

@@ -1,18 +1,20 @@
 """The integration engine: one explicit Runge–Kutta stepper driven by Butcher tableaus.
 
-This file is real Python that symode copies next to each system's generated
-``_dynamics`` module, so that the generated kernels are module globals here and
-numba's on-disk cache can store the compiled engine (DESIGN.md, "Generated code and
-its cache"). It never raises: every trajectory writes a status code.
+It never raises: every trajectory writes a status code. The same source serves both
+tiers (``dynamics.py``): installed in ``symode.kernels`` it is the generic engine,
+compiled once per machine, that takes any system's kernels as first-class functions
+and any tableau as data; copied next to one system's generated ``_dynamics`` module
+(``compile(specialize=True)``) it is that system's inlined engine.
 
-Two compile-time literals specialize the stepper:
+Two arguments shape the stepper at compile time:
 
-- ``kind``, the dynamics it integrates (forward, with a running-cost quadrature, the
-  backsolve and interpolated adjoints, forward sensitivities); ``evaluate`` dispatches
-  on it and numba prunes the other branches;
-- ``method``, the number of a tableau in ``TABLES``: the coefficients and the stage
-  count become constants, as do the state sizes (``state_size``), so LLVM unrolls the
-  stage loops and folds the coefficients in, as in a hand-written stepper.
+- ``kind``, a literal: the dynamics it integrates (forward, with a running-cost
+  quadrature, the backsolve and interpolated adjoints, forward sensitivities; the
+  ``KIND_SIZES`` table); ``evaluate`` dispatches on it and numba compiles only that kind;
+- ``method``: the tableau, as data (one array, ``symode.tableaus.packed_tableau``) in
+  the generic tier, or (specialized tier) the number of a tableau in ``TABLES`` as a literal,
+  whose coefficients, stage count and state sizes become constants, so LLVM unrolls
+  the stage loops and folds the coefficients in, as in a hand-written stepper.
 
 The step loop keeps its state in a few arrays allocated once per solve and indexes
 them in place; helpers take a row index rather than a row view (a view costs an atomic
@@ -31,14 +33,17 @@ from numba.extending import overload
 
 from symode.tableaus import kernel_tables
 
-from ._dynamics import (
-    HAS_RUNNING_COST,
-    N_PARAMS,
-    N_STATES,
+from .dynamics import (
+    SPECIALIZED,
+    SYSTEM,
     adjoint_row,
+    has_running_cost,
     jvp_row,
+    n_params,
+    n_states,
     observation,
     observation_grad,
+    record,
     rhs_row,
     running,
     running_grad,
@@ -46,6 +51,8 @@ from ._dynamics import (
 from .local import local_array_intrinsic
 
 TABLES, FSAL, ADAPTIVE, ERR_ORDER = kernel_tables()
+# a generic tableau (symode.tableaus.packed_tableau): its header row
+M_S, M_K, M_NX, M_FSAL, M_ADAPTIVE, M_ERR_ORDER = 0, 1, 2, 3, 4, 5
 
 # LLVM may fuse a multiply and an add into one FMA (rounded once: never less accurate).
 # Only "contract": no flag that assumes finite values (NaN detection must keep
@@ -54,12 +61,13 @@ TABLES, FSAL, ADAPTIVE, ERR_ORDER = kernel_tables()
 # x / 0 gives inf or nan (caught as NONFINITE) instead of raising, so the engine has
 # no exception paths, which lets LLVM inline it and drop reference counts.
 FMA = {"contract"}
+# the accessors' options (with reference counting: ``tableau`` returns arrays)
+INLINE_OPTIONS = {"fastmath": FMA, "error_model": "numpy"}
 
 # row and offset arguments as int64 values, not literals: numba compiles a callee once
 # per literal value it is passed
 ZERO = np.int64(0)
 ONE = np.int64(1)
-N_OFFSET = np.int64(N_STATES)
 
 # status codes: mirror symode.errors.Status
 SUCCESS = 0
@@ -68,7 +76,7 @@ STEP_UNDERFLOW = 2
 NONFINITE = 3
 BAD_T_OUT = 4  # t_out not strictly monotone in the direction of integration (or NaN)
 
-# kinds of dynamics
+# kinds of dynamics (the KIND_SIZES table below says what each integrates)
 FORWARD = 0  # z = y
 FORWARD_COST = 1  # z = [y, q], q' = g(t, y, p)
 BACKSOLVE = 2  # z = [y, λ, μ], integrated backwards in time
@@ -90,68 +98,133 @@ FS_T, FS_H, FS_HNEXT = 0, 1, 2
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
-def dyn(x):
+def runtime(x):
     """x as a plain runtime value. Passing a literal constant straight to a jitted
     function makes numba compile a specialization for that value: wanted for the
     dynamics kind and the method, not for flags such as ``record``."""
     return x + 0
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
-def tableau(method):
-    """(A, b, c, e, P, Ax, cx) of method number ``method`` (a literal: constants)."""
-    return TABLES[method]
+def _method_accessor(doc, literal, data):
+    """An accessor of the tableau ``method``: ``literal(k)`` is its constant for method
+    number k (specialized tier), ``data`` the function of the tableau record."""
+
+    def accessor(method):
+        raise TypeError("tableau accessors run only inside compiled engine code")
+
+    @overload(accessor, inline="always", jit_options=INLINE_OPTIONS)
+    def _accessor(method):
+        if isinstance(method, types.IntegerLiteral):
+            value = literal(method.literal_value)
+            return lambda method: value
+        return data
+
+    accessor.__doc__ = doc
+    return accessor
+
+
+def _unpack(method):
+    """(A, b, c, e, P, Ax, cx) as views of a packed tableau (``packed_tableau``)."""
+    s = int(method[0, M_S])
+    K = int(method[0, M_K])
+    nx = int(method[0, M_NX])
+    S = s + 1 + nx
+    r = 4 + s
+    return (
+        method[1 : 1 + s, :s],
+        method[1 + s, :s],
+        method[2 + s, :s],
+        method[3 + s, :s],
+        method[r : r + S, :K],
+        method[r + S : r + S + nx, :S],
+        method[r + S + nx, :nx],
+    )
+
+
+tableau = _method_accessor("(A, b, c, e, P, Ax, cx) of the method.", lambda k: TABLES[k], _unpack)
+fsal = _method_accessor(
+    "Whether the method's last stage is f at the step's end (first same as last).",
+    lambda k: FSAL[k],
+    lambda method: method[0, M_FSAL] == 1.0,
+)
+is_adaptive = _method_accessor(
+    "Whether the method has an error estimate.",
+    lambda k: ADAPTIVE[k],
+    lambda method: method[0, M_ADAPTIVE] == 1.0,
+)
+err_order = _method_accessor(
+    "The order of the method's error estimate (the controller's exponent).",
+    lambda k: ERR_ORDER[k],
+    lambda method: int(method[0, M_ERR_ORDER]),
+)
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
 def adaptive_steps(method, grid):
     """Error-controlled steps: an adaptive method without a grid of fixed steps."""
-    return ADAPTIVE[method] and grid.size == 0
+    return is_adaptive(method) and grid.size == 0
 
 
-def _state_sizes():
-    n = N_STATES
-    m = N_PARAMS + n
-    sizes = {
-        FORWARD: n,
-        FORWARD_COST: n + 1,
-        BACKSOLVE: 2 * n + N_PARAMS,
-        ADJOINT: n + N_PARAMS,
-        SENSITIVITY: n + m * n + m,
-    }
-    return tuple(sizes[kind] for kind in range(len(sizes)))
+# The kinds of dynamics, one row each: a new kind is a row here, its evaluation
+# (``_EVALUATE``) and, if the state changes at a stop, its ``_ON_STOP``.
+#
+# kind          z                         a stage evaluates               at a stop
+# FORWARD       y                         f                               (outputs)
+# FORWARD_COST  [y, q]                    f, g                            (outputs)
+# BACKSOLVE     [y, λ, μ]  (backwards)    f, -λᵀ∂f/∂(y, p) - ∂g/∂(y, p)    y reset, λ jumps
+# ADJOINT       [λ, μ]     (backwards)    the same at y(t) from the record  λ jumps
+# SENSITIVITY   [y, S, r]                 f, J S + ∂f/∂(p, y0), ∂g S        (outputs)
+#
+# Sizes as coefficients of (n, q, (q + n)·n, 1) for n states and q params: the size
+# of z, and the leading channels of z that F reads (the others are quadratures,
+# integrals of the rest, whose stage inputs the step loop does not form).
+KIND_SIZES = np.array(
+    [
+        # size of z     channels read
+        [[1, 0, 0, 0], [1, 0, 0, 0]],  # FORWARD
+        [[1, 0, 0, 1], [1, 0, 0, 0]],  # FORWARD_COST: q' = g(t, y, p) reads y
+        [[2, 1, 0, 0], [2, 0, 0, 0]],  # BACKSOLVE: μ' = -λᵀ ∂f/∂p reads no μ
+        [[1, 1, 0, 0], [1, 0, 0, 0]],  # ADJOINT: λ
+        [[2, 1, 1, 0], [1, 0, 1, 0]],  # SENSITIVITY: [y, S] (r not read)
+    ],
+    np.int64,
+)
 
 
-def _read_sizes():
-    n = N_STATES
-    m = N_PARAMS + n
-    sizes = {
-        FORWARD: n,
-        FORWARD_COST: n,  # q' = g(t, y, p) reads y only
-        BACKSOLVE: 2 * n,  # [y, λ]: μ' = -λᵀ ∂f/∂p reads no μ
-        ADJOINT: n,  # λ
-        SENSITIVITY: n + m * n,  # the running cost's r channels are not read
-    }
-    return tuple(sizes[kind] for kind in range(len(sizes)))
+def _kind_size(kind, n, q, column):
+    c = KIND_SIZES[kind, column]
+    return c[0] * n + c[1] * q + c[2] * (q + n) * n + c[3]
 
 
-STATE_SIZES = _state_sizes()
-# the leading channels of z that F_kind reads: the others are quadratures (integrals of
-# the rest), whose stage inputs the step loop does not form
-READ_SIZES = _read_sizes()
-WORK_SIZE = 2 * N_STATES + 2 * N_PARAMS  # scratch: y(t), ∂g/∂y, ∂g/∂p, a unit vector
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+def kind_size(kind, dyn, column):
+    n = n_states(dyn)
+    q = n_params(dyn)
+    return (
+        KIND_SIZES[kind, column, 0] * n
+        + KIND_SIZES[kind, column, 1] * q
+        + KIND_SIZES[kind, column, 2] * (q + n) * n
+        + KIND_SIZES[kind, column, 3]
+    )
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
-def state_size(kind):
-    """The size of z for each kind of dynamics (a constant for a literal kind)."""
-    return STATE_SIZES[kind]
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+def state_size(kind, dyn):
+    """The size of z for a kind of dynamics (``KIND_SIZES``; a constant for a literal
+    kind in the specialized tier)."""
+    return kind_size(kind, dyn, 0)
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
-def read_size(kind):
-    """The leading channels of z that F_kind reads (a constant for a literal kind)."""
-    return READ_SIZES[kind]
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+def read_size(kind, dyn):
+    """The leading channels of z that F_kind reads (``KIND_SIZES``)."""
+    return kind_size(kind, dyn, 1)
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+def work_size(dyn):
+    """Scratch of the evaluations: y(t), ∂g/∂y, ∂g/∂p, a unit vector."""
+    return 2 * n_states(dyn) + 2 * n_params(dyn)
 
 
 def _n_stages(method):
@@ -160,30 +233,35 @@ def _n_stages(method):
     return A.shape[0] + 1 + Ax.shape[0]
 
 
+def _local_shape(shape):
+    """The shape of a step-loop buffer for a literal kind and method number, known only
+    in the specialized tier (the generic tier works in the workspace's heap arrays)."""
+    if not SPECIALIZED:
+        return lambda kind, method: None
+    n, q = SYSTEM.N_STATES, SYSTEM.N_PARAMS
+    return lambda kind, method: shape(_kind_size(kind, n, q, 0), _n_stages(method), 2 * n + 2 * q)
+
+
 # the step loop's buffers, in its own stack frame (see local.py)
-local_stages = local_array_intrinsic(lambda kind, method: (_n_stages(method), STATE_SIZES[kind]))
-local_state = local_array_intrinsic(lambda kind, method: (STATE_SIZES[kind],))
-local_weights = local_array_intrinsic(lambda kind, method: (_n_stages(method),))
-local_work = local_array_intrinsic(lambda kind, method: (WORK_SIZE,))
+local_stages = local_array_intrinsic(_local_shape(lambda nz, S, nw: (S, nz)))
+local_state = local_array_intrinsic(_local_shape(lambda nz, S, nw: (nz,)))
+local_weights = local_array_intrinsic(_local_shape(lambda nz, S, nw: (S,)))
+local_work = local_array_intrinsic(_local_shape(lambda nz, S, nw: (nw,)))
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
-def empty_aux(dtype_like):
+def empty_aux(dyn, like):
     """A placeholder for ``aux`` (the ADJOINT kind's recorded forward steps, see
     ``stage_eval``)."""
+    n = n_states(dyn)
     return (
-        np.zeros((1, N_STATES), dtype_like.dtype),
-        np.zeros((1, 1, N_STATES), dtype_like.dtype),
+        np.zeros((1, n), like.dtype),
+        np.zeros((1, 1, n), like.dtype),
         np.zeros(2),
         np.ones(1),
-        np.zeros((1, N_STATES)),
+        np.zeros((1, n)),
         np.array([0, 1, 1, -1], np.int64),
     )
-
-
-@njit(cache=True, fastmath=FMA, error_model="numpy")
-def work_size():
-    return WORK_SIZE
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
@@ -202,15 +280,15 @@ def find_step(ts, nsteps, t):
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False)
-def load_interpolant(method, j, zs, ks, hs, cbuf):
+def load_interpolant(method, dyn, j, zs, ks, hs, cbuf):
     """Recorded step j's continuous extension (HNW II.6) as a polynomial in s = t - t_j:
     y = Σ_q cbuf[q] s^q, cbuf[0] = z_j and cbuf[q + 1] = Σ_i P[i, q] k_ji / h_j^q, so
     that each evaluation is K multiply-adds per component (Horner), not the K·S of
-    weighting the stages. Only the first N_STATES components (not a running cost)."""
+    weighting the stages. Only the first n_states(dyn) components (not a running cost)."""
     P = tableau(method)[4]
     K = P.shape[1]
     rh = 1.0 / hs[j]
-    for m in range(N_STATES):
+    for m in range(n_states(dyn)):
         cbuf[0, m] = zs[j, m]
         scale = 1.0
         for q in range(K):
@@ -221,7 +299,7 @@ def load_interpolant(method, j, zs, ks, hs, cbuf):
             scale *= rh
 
 
-def evaluate(kind, method, t, z, p, aux, work, out, r):
+def evaluate(kind, method, dyn, t, z, p, aux, work, out, r):
     """out[r] = F_kind(t, z): the dynamics of every kind, written into row r.
 
     Compiled code only: the overload below picks one function per literal ``kind``, so
@@ -233,26 +311,27 @@ def evaluate(kind, method, t, z, p, aux, work, out, r):
     raise TypeError("evaluate runs only inside compiled engine code")
 
 
-def _evaluate_forward(kind, method, t, z, p, aux, work, out, r):
-    rhs_row(t, z, p, out, r)
+def _evaluate_forward(kind, method, dyn, t, z, p, aux, work, out, r):
+    rhs_row(dyn, t, z, p, out, r)
 
 
-def _evaluate_forward_cost(kind, method, t, z, p, aux, work, out, r):
-    rhs_row(t, z, p, out, r)
-    out[r, N_STATES] = running(t, z, p)
+def _evaluate_forward_cost(kind, method, dyn, t, z, p, aux, work, out, r):
+    rhs_row(dyn, t, z, p, out, r)
+    out[r, n_states(dyn)] = running(dyn, t, z, p)
 
 
-def _evaluate_backsolve(kind, method, t, z, p, aux, work, out, r):
-    rhs_row(t, z, p, out, r)
-    adjoint_row(t, z, p, z, N_OFFSET, out, r, N_OFFSET)
+def _evaluate_backsolve(kind, method, dyn, t, z, p, aux, work, out, r):
+    rhs_row(dyn, t, z, p, out, r)
+    n = n_states(dyn)
+    adjoint_row(dyn, t, z, p, z, n, out, r, n)
 
 
-def _evaluate_adjoint(kind, method, t, z, p, aux, work, out, r):
-    stage_eval(kind, method, t, z, p, aux, work, out, r)
+def _evaluate_adjoint(kind, method, dyn, t, z, p, aux, work, out, r):
+    stage_eval(kind, method, dyn, t, z, p, aux, work, out, r)
 
 
-def _evaluate_sensitivity(kind, method, t, z, p, aux, work, out, r):
-    sensitivity_row(t, z, p, work, out, r)
+def _evaluate_sensitivity(kind, method, dyn, t, z, p, aux, work, out, r):
+    sensitivity_row(dyn, t, z, p, work, out, r)
 
 
 # The evaluations are compiled without reference counting (numba's ``_nrt`` flag): they
@@ -272,13 +351,13 @@ _EVALUATE = {
 
 
 @overload(evaluate, prefer_literal=True, jit_options=EVALUATE_OPTIONS)
-def _evaluate_kind(kind, method, t, z, p, aux, work, out, r):
+def _evaluate_kind(kind, method, dyn, t, z, p, aux, work, out, r):
     if isinstance(kind, types.IntegerLiteral):
         return _EVALUATE[kind.literal_value]
     return None
 
 
-def stage_eval(kind, method, t, z, p, aux, work, out, r):
+def stage_eval(kind, method, dyn, t, z, p, aux, work, out, r):
     """``evaluate`` as the step loop calls it, inlined into the loop (numba IR). A call
     passes every array as a handful of scalars, and LLVM did not inline the ADJOINT
     kind's evaluation (interpolation and adjoint): inlined, the checkpoint gradient of
@@ -287,11 +366,11 @@ def stage_eval(kind, method, t, z, p, aux, work, out, r):
     raise TypeError("stage_eval runs only inside compiled engine code")
 
 
-def _stage_eval_call(kind, method, t, z, p, aux, work, out, r):
-    evaluate(kind, method, t, z, p, aux, work, out, r)
+def _stage_eval_call(kind, method, dyn, t, z, p, aux, work, out, r):
+    evaluate(kind, method, dyn, t, z, p, aux, work, out, r)
 
 
-def _stage_eval_adjoint(kind, method, t, z, p, aux, work, out, r):
+def _stage_eval_adjoint(kind, method, dyn, t, z, p, aux, work, out, r):
     # y(t) from the recorded forward steps aux = (z_j, k_j, t_j, h_j, cbuf, iw): the
     # method's continuous extension in the step j holding t, its polynomial in cbuf
     # (``load_interpolant``, redone when j changes). The step is found from the last
@@ -315,40 +394,40 @@ def _stage_eval_adjoint(kind, method, t, z, p, aux, work, out, r):
             j = find_step(ts, nsteps, t)
         iw[0] = j
     if iw[3] != j:
-        load_interpolant(method, j, zs, ks, hs, cbuf)
+        load_interpolant(method, dyn, j, zs, ks, hs, cbuf)
         iw[3] = j
     s = t - ts[j]
-    for m in range(N_STATES):
+    for m in range(n_states(dyn)):
         v = cbuf[K, m]
         for q in range(K - 1, -1, -1):
             v = v * s + cbuf[q, m]
         work[m] = v
-    adjoint_row(t, work, p, z, ZERO, out, r, ZERO)
+    adjoint_row(dyn, t, work, p, z, ZERO, out, r, ZERO)
 
 
 @overload(stage_eval, prefer_literal=True, inline="always", jit_options=EVALUATE_OPTIONS)
-def _stage_eval_kind(kind, method, t, z, p, aux, work, out, r):
+def _stage_eval_kind(kind, method, dyn, t, z, p, aux, work, out, r):
     if isinstance(kind, types.IntegerLiteral):
         return _stage_eval_adjoint if kind.literal_value == ADJOINT else _stage_eval_call
     return None
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False)
-def observation_cotangent(use_loss, y, cot_i, data_i, p, out_y, gp, wp):
+def observation_cotangent(dyn, use_loss, y, cot_i, data_i, p, out_y, gp, wp):
     """out_y = ∂L/∂y(tᵢ); with a symbolic loss also gp += ∂φ/∂p (scratch wp, size p).
     Returns φ."""
-    n = N_STATES
+    n = n_states(dyn)
     if not use_loss:
         for j in range(n):
             out_y[j] = cot_i[j]
         return 0.0
-    observation_grad(y, data_i, p, out_y, wp)
-    for q in range(N_PARAMS):
+    observation_grad(dyn, y, data_i, p, out_y, wp)
+    for q in range(n_params(dyn)):
         gp[q] += wp[q]
-    return observation(y, data_i, p)
+    return observation(dyn, y, data_i, p)
 
 
-def on_stop(kind, t, z, p, aux):
+def on_stop(kind, dyn, t, z, p, aux):
     """At a stop reached in ``advance`` (C_TSTOPS): make the change the caller would make
     there and return True, when this kind's aux carries what it takes; False returns
     the loop to its caller (status STOPPED). The continuous adjoints' jumps at the
@@ -359,7 +438,7 @@ def on_stop(kind, t, z, p, aux):
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False, inline="always")
-def jump_at(t, z, p, jd, off):
+def jump_at(dyn, t, z, p, jd, off):
     """The adjoint's jump if t is the next observation (and not a segment start): λ =
     z[off : off + n] += ∂L/∂y(t_io); for backsolve (off = n) y = z[:n] is reset to the
     forward value first. jd = (Zf, cot, data, t_obs, gp, lam_y, wq, ji, jf): the forward
@@ -373,59 +452,61 @@ def jump_at(t, z, p, jd, off):
         return False
     Zf = jd[0]
     if off > 0:
-        for j in range(N_STATES):
+        for j in range(n_states(dyn)):
             z[j] = Zf[io, j]
     lam_y = jd[5]
-    jf[0] += observation_cotangent(ji[1] == 1, Zf[io], jd[1][io], jd[2][io], p, lam_y, jd[4], jd[6])
-    for j in range(N_STATES):
+    jf[0] += observation_cotangent(
+        dyn, ji[1] == 1, Zf[io], jd[1][io], jd[2][io], p, lam_y, jd[4], jd[6]
+    )
+    for j in range(n_states(dyn)):
         z[off + j] += lam_y[j]
     ji[0] = io - 1
     return True
 
 
-def _on_stop_return(kind, t, z, p, aux):
+def _on_stop_return(kind, dyn, t, z, p, aux):
     return False
 
 
-def _on_stop_adjoint(kind, t, z, p, aux):
-    return jump_at(t, z, p, aux[6], ZERO)
+def _on_stop_adjoint(kind, dyn, t, z, p, aux):
+    return jump_at(dyn, t, z, p, aux[6], ZERO)
 
 
-def _on_stop_backsolve(kind, t, z, p, aux):
-    return jump_at(t, z, p, aux[6], N_OFFSET)
+def _on_stop_backsolve(kind, dyn, t, z, p, aux):
+    return jump_at(dyn, t, z, p, aux[6], n_states(dyn))
 
 
 _ON_STOP = {ADJOINT: _on_stop_adjoint, BACKSOLVE: _on_stop_backsolve}
 
 
 @overload(on_stop, prefer_literal=True, inline="always", jit_options=EVALUATE_OPTIONS)
-def _on_stop_kind(kind, t, z, p, aux):
+def _on_stop_kind(kind, dyn, t, z, p, aux):
     if isinstance(kind, types.IntegerLiteral):
         return _ON_STOP.get(kind.literal_value, _on_stop_return)
     return None
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
-def sensitivity_row(t, z, p, work, out, r):
+def sensitivity_row(dyn, t, z, p, work, out, r):
     """z = [y, S_0..S_{m-1}, r]: S_k' = J S_k + ∂f/∂p_k (k < n_p, else J S_k), r_k' = dg/dp_k."""
-    n = N_STATES
-    n_p = N_PARAMS
-    rhs_row(t, z, p, out, r)
+    n = n_states(dyn)
+    n_p = n_params(dyn)
+    rhs_row(dyn, t, z, p, out, r)
     m_cols = n_p + n
     wy = work[n : 2 * n]
     wp = work[2 * n : 2 * n + n_p]
     w = work[2 * n + n_p : 2 * n + 2 * n_p]
-    if HAS_RUNNING_COST:
-        running_grad(t, z, p, wy, wp)
+    if has_running_cost(dyn):
+        running_grad(dyn, t, z, p, wy, wp)
     for col in range(m_cols):
         for q in range(n_p):
             w[q] = 0.0
         if col < n_p:
             w[col] = 1.0
         lo = n + col * n
-        jvp_row(t, z, p, z, lo, w, out, r, lo)
+        jvp_row(dyn, t, z, p, z, lo, w, out, r, lo)
         acc = 0.0
-        if HAS_RUNNING_COST:
+        if has_running_cost(dyn):
             for j in range(n):
                 acc += wy[j] * z[lo + j]
             if col < n_p:
@@ -451,19 +532,19 @@ def stage_input(method, i, z, h, k, out):
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
-def step_stages(kind, method, t, z, h, p, aux, work, k, ztmp, znew):
+def step_stages(kind, method, dyn, t, z, h, p, aux, work, k, ztmp, znew):
     """Stages 1..s-1 of one step (k[0] = F(t, z) must be set) and znew = z + h Σ b_i k_i.
     Returns the number of evaluations."""
     A, b, c, e, P, Ax, cx = tableau(method)
     s = A.shape[0]
-    nz = state_size(kind)
+    nz = state_size(kind, dyn)
     for i in range(1, s):
         for m in range(nz):
             acc = 0.0
             for j in range(i):
                 acc += A[i, j] * k[j, m]
             ztmp[m] = z[m] + h * acc
-        evaluate(kind, method, t + c[i] * h, ztmp, p, aux, work, k, i)
+        evaluate(kind, method, dyn, t + c[i] * h, ztmp, p, aux, work, k, i)
     for m in range(nz):
         acc = 0.0
         for i in range(s):
@@ -473,37 +554,37 @@ def step_stages(kind, method, t, z, h, p, aux, work, k, ztmp, znew):
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
-def step_end(kind, method, t, z, h, znew, p, aux, work, k, ztmp):
+def step_end(kind, method, dyn, t, z, h, znew, p, aux, work, k, ztmp):
     """k[s] = F(t + h, znew) (copied for FSAL methods) and the extra dense-output
     stages. Returns the number of evaluations."""
     A, b, c, e, P, Ax, cx = tableau(method)
     s = A.shape[0]
-    nz = state_size(kind)
+    nz = state_size(kind, dyn)
     nfev = 0
-    if FSAL[method]:
+    if fsal(method):
         for m in range(nz):
             k[s, m] = k[s - 1, m]
     else:
-        evaluate(kind, method, t + h, znew, p, aux, work, k, s)
+        evaluate(kind, method, dyn, t + h, znew, p, aux, work, k, s)
         nfev += 1
-    nfev += extra_stages(kind, method, t, z, h, p, aux, work, k, ztmp)
+    nfev += extra_stages(kind, method, dyn, t, z, h, p, aux, work, k, ztmp)
     return nfev
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
-def extra_stages(kind, method, t, z, h, p, aux, work, k, ztmp):
+def extra_stages(kind, method, dyn, t, z, h, p, aux, work, k, ztmp):
     """Stages a continuous extension needs beyond the step (DOP853's three), in
     k[s+1:], from the step's stages and f1 = k[s] (see ButcherTableau.extra_a)."""
     A, b, c, e, P, Ax, cx = tableau(method)
     s = A.shape[0]
-    nz = state_size(kind)
+    nz = state_size(kind, dyn)
     for j in range(Ax.shape[0]):
         for m in range(nz):
             acc = 0.0
             for q in range(s + 1 + j):
                 acc += Ax[j, q] * k[q, m]
             ztmp[m] = z[m] + h * acc
-        evaluate(kind, method, t + cx[j] * h, ztmp, p, aux, work, k, s + 1 + j)
+        evaluate(kind, method, dyn, t + cx[j] * h, ztmp, p, aux, work, k, s + 1 + j)
     return Ax.shape[0]
 
 
@@ -520,10 +601,10 @@ def dense_weights(method, theta, bth):
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
-def dense_out(kind, method, theta, h, z, k, bth, out, row):
+def dense_out(kind, method, dyn, theta, h, z, k, bth, out, row):
     """out[row] = z + h Σ_i b_i(θ) k_i: the continuous extension inside one step."""
     dense_weights(method, theta, bth)
-    for m in range(state_size(kind)):
+    for m in range(state_size(kind, dyn)):
         acc = 0.0
         for i in range(tableau(method)[4].shape[0]):
             acc += bth[i] * k[i, m]
@@ -531,10 +612,10 @@ def dense_out(kind, method, theta, h, z, k, bth, out, row):
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
-def initial_step(kind, method, t0, z0, p, aux, work, direction, rtol, atol, nerr, ztmp, k):
+def initial_step(kind, method, dyn, t0, z0, p, aux, work, direction, rtol, atol, nerr, ztmp, k):
     """Hairer's starting step size (HNW I, II.4, p. 169), from f0 = k[0]; costs one
     evaluation (into k[1])."""
-    nz = state_size(kind)
+    nz = state_size(kind, dyn)
     d0 = 0.0
     d1 = 0.0
     for m in range(nerr):
@@ -546,7 +627,7 @@ def initial_step(kind, method, t0, z0, p, aux, work, direction, rtol, atol, nerr
     h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
     for m in range(nz):
         ztmp[m] = z0[m] + direction * h0 * k[0, m]
-    evaluate(kind, method, t0 + direction * h0, ztmp, p, aux, work, k, ONE)
+    evaluate(kind, method, dyn, t0 + direction * h0, ztmp, p, aux, work, k, ONE)
     d2 = 0.0
     for m in range(nerr):
         sc = atol[m] + rtol * abs(z0[m])
@@ -557,7 +638,7 @@ def initial_step(kind, method, t0, z0, p, aux, work, direction, rtol, atol, nerr
     if max(d1, d2) <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)
     else:
-        h1 = (0.01 / max(d1, d2)) ** (1.0 / (ERR_ORDER[method] + 1))
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / (err_order(method) + 1))
     return min(100.0 * h0, h1)
 
 
@@ -702,7 +783,7 @@ LOG_ERR_MIN = math.log(ERR_MIN)
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False)
 def advance(
-    kind, method, t1, p, aux, iopt, fopt, atol, grid, t_out, z_out, ws, record, max_ck,
+    kind, method, dyn, t1, p, aux, iopt, fopt, atol, grid, t_out, z_out, ws, record, max_ck,
     rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
 ):  # fmt: skip
     """The step loop of ``integrate``: steps from the state in the workspace ws
@@ -736,12 +817,12 @@ def advance(
         z[m] = z_io[m]
         k[0, m] = k_io[0, m]
     A, b, c, e, P, Ax, cx = tableau(method)
-    fsal = FSAL[method]
+    is_fsal = fsal(method)
     adaptive = adaptive_steps(method, grid)
     s = A.shape[0]
     n_extra = Ax.shape[0]
-    nz = state_size(kind)
-    n_read = read_size(kind)
+    nz = state_size(kind, dyn)
+    n_read = read_size(kind, dyn)
     max_steps = iopt[I_MAX_STEPS]
     nerr = iopt[I_NERR]
     rtol = fopt[F_RTOL]
@@ -749,7 +830,7 @@ def advance(
     facmin = fopt[F_FACMIN]
     facmax = fopt[F_FACMAX]
     beta = fopt[F_BETA]
-    expo = 1.0 / (ERR_ORDER[method] + 1) - 0.75 * beta
+    expo = 1.0 / (err_order(method) + 1) - 0.75 * beta
     T = t_out.size
     t = fv[V_T]
     direction = 1.0 if t1 >= t else -1.0
@@ -810,7 +891,7 @@ def advance(
                 for j in range(i):
                     acc += A[i, j] * k[j, m]
                 ztmp[m] = z[m] + hs * acc
-            stage_eval(kind, method, t + c[i] * hs, ztmp, p, aux, work, k, i)
+            stage_eval(kind, method, dyn, t + c[i] * hs, ztmp, p, aux, work, k, i)
         nfev += s - 1
         err = 0.0
         finite = True
@@ -869,17 +950,17 @@ def advance(
             fail_h = abs(hs)
             break
         # the step is accepted
-        if fsal:
+        if is_fsal:
             for m in range(nz):
                 k[s, m] = k[s - 1, m]
         else:
-            evaluate(kind, method, tnew, znew, p, aux, work, k, s)
+            evaluate(kind, method, dyn, tnew, znew, p, aux, work, k, s)
             nfev += 1
         if n_extra > 0 and (
             record == RECORD_STAGES
             or (iout < T and direction * (t_out[iout] - tnew) <= 0 and t_out[iout] != tnew)
         ):
-            nfev += extra_stages(kind, method, t, z, hs, p, aux, work, k, ztmp)
+            nfev += extra_stages(kind, method, dyn, t, z, hs, p, aux, work, k, ztmp)
         # outputs inside (t, tnew]: the end state, or the dense output
         hit = False
         while iout < T and direction * (t_out[iout] - tnew) <= 0:
@@ -915,12 +996,12 @@ def advance(
             fail_h = abs(hs)
             break
         if hit:
-            if not (adaptive and on_stop(kind, t, z, p, aux)):
+            if not (adaptive and on_stop(kind, dyn, t, z, p, aux)):
                 status = STOPPED
                 break
             # z changed at t: F(t, z) again (``restart``), the controller goes on. A
             # call: a second inlined stage_eval trips numba's IR scope check
-            evaluate(kind, method, t, z, p, aux, work, k, ZERO)
+            evaluate(kind, method, dyn, t, z, p, aux, work, k, ZERO)
             nfev += 1
             if not finite_start(k, z):
                 status = NONFINITE
@@ -946,19 +1027,19 @@ def advance(
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
-def workspace(kind, method, like):
+def workspace(kind, method, dyn, like):
     """The step loop's arrays for one kind and method (dtype of ``like``):
     (k, z, ztmp, znew, work, bth, fv, iv): the state between calls of ``advance``,
     and its buffers where they are too large for its stack frame."""
     A, b, c, e, P, Ax, cx = tableau(method)
     S = A.shape[0] + 1 + Ax.shape[0]
-    nz = state_size(kind)
+    nz = state_size(kind, dyn)
     return (
         np.empty((S, nz), like.dtype),
         np.empty(nz, like.dtype),
         np.empty(nz, like.dtype),
         np.empty(nz, like.dtype),
-        np.zeros(work_size()),
+        np.zeros(work_size(dyn), like.dtype),
         np.empty(S),
         np.zeros(4),
         np.zeros(N_IV, np.int64),
@@ -967,19 +1048,19 @@ def workspace(kind, method, like):
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def integrate(
-    kind, method, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
+    kind, method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
     record, max_ck,
 ):  # fmt: skip
     """``integrate_ws`` with a fresh workspace."""
     return integrate_ws(
-        kind, method, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
-        record, max_ck, workspace(kind, method, z0),
+        kind, method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
+        record, max_ck, workspace(kind, method, dyn, z0),
     )  # fmt: skip
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
 def integrate_ws(
-    kind, method, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
+    kind, method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
     record, max_ck, ws,
 ):  # fmt: skip
     """Integrate dz/dt = F_kind(t, z) from t0 to t1 with one explicit RK method.
@@ -994,9 +1075,9 @@ def integrate_ws(
     """
     A, b, c, e, P, Ax, cx = tableau(method)
     S = A.shape[0] + 1 + Ax.shape[0]
-    nz = state_size(kind)
+    nz = state_size(kind, dyn)
     k, z, ztmp, znew, work, bth, fv, iv = ws
-    begin(kind, method, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, ws, ZERO)
+    begin(kind, method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, ws, ZERO)
 
     steps = record == RECORD_STEPS or record == RECORD_STAGES
     # room for 2 steps per output before the first regrowth (P3: 101 outputs, 117 steps)
@@ -1014,7 +1095,7 @@ def integrate_ws(
     if iv[C_STATUS] == RUNNING:
         while True:
             advance(
-                kind, method, t1, p, aux, iopt, fopt, atol, grid, t_out, z_out, ws, record,
+                kind, method, dyn, t1, p, aux, iopt, fopt, atol, grid, t_out, z_out, ws, record,
                 max_ck, rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
             )  # fmt: skip
             if iv[C_STATUS] != RUNNING:
@@ -1041,12 +1122,12 @@ def integrate_ws(
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
-def begin(kind, method, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, ws, tstops):
+def begin(kind, method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, ws, tstops):
     """Set up the step loop in the workspace ws: z = z0, k[0] = F(t0, z0), the outputs
     at t0 (none when ``tstops``: then t_out are stops after t0, see ``advance``) and the
     first step size. Leaves status RUNNING, or the reason not to start (BAD_T_OUT,
     NONFINITE)."""
-    nz = state_size(kind)
+    nz = state_size(kind, dyn)
     T = t_out.size
     direction = 1.0 if t1 >= t0 else -1.0
     k, z, ztmp, znew, work, bth, fv, iv = ws
@@ -1060,7 +1141,7 @@ def begin(kind, method, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out
     iv[C_STOP] = 1 << 62
     iv[C_TSTOPS] = tstops
     iv[C_STATUS] = RUNNING
-    evaluate(kind, method, t0, z, p, aux, work, k, ZERO)
+    evaluate(kind, method, dyn, t0, z, p, aux, work, k, ZERO)
     iv[C_NFEV] = 1
     iout = 0
     while tstops == 0 and iout < T and t_out[iout] == t0:
@@ -1076,7 +1157,7 @@ def begin(kind, method, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out
         h = fopt[F_H0]
         if h <= 0.0:
             h = initial_step(
-                kind, method, t0, z, p, aux, work, direction, fopt[F_RTOL], atol,
+                kind, method, dyn, t0, z, p, aux, work, direction, fopt[F_RTOL], atol,
                 iopt[I_NERR], ztmp, k,
             )  # fmt: skip
             iv[C_NFEV] += 1
@@ -1114,15 +1195,15 @@ def no_record(like):
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
-def resume(kind, method, t1, p, aux, iopt, fopt, atol, grid, stops, ws, rec):
+def resume(kind, method, dyn, t1, p, aux, iopt, fopt, atol, grid, stops, ws, rec):
     """Step on from the state in ws (``begin`` with tstops, then this) until the next
     stop or t1. Returns the index of the stop reached, or -1 at t1 or on a failure
     (status in ws)."""
     iv = ws[7]
     rec_t, rec_h, ck_i, ck_z, ck_k, ck_f = rec
     advance(
-        kind, method, t1, p, aux, iopt, fopt, atol, grid, stops, ck_z, ws, dyn(RECORD_NONE),
-        dyn(2), rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
+        kind, method, dyn, t1, p, aux, iopt, fopt, atol, grid, stops, ck_z, ws, runtime(RECORD_NONE),
+        runtime(2), rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
     )  # fmt: skip
     if iv[C_STATUS] == STOPPED:
         iv[C_STATUS] = RUNNING
@@ -1131,10 +1212,10 @@ def resume(kind, method, t1, p, aux, iopt, fopt, atol, grid, stops, ws, rec):
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
-def restart(kind, method, p, aux, ws):
+def restart(kind, method, dyn, p, aux, ws):
     """After the caller changed z at a stop: k[0] = F(t, z) again (one evaluation)."""
     k, z, ztmp, znew, work, bth, fv, iv = ws
-    evaluate(kind, method, fv[V_T], z, p, aux, work, k, ZERO)
+    evaluate(kind, method, dyn, fv[V_T], z, p, aux, work, k, ZERO)
     iv[C_NFEV] += 1
     if not finite_start(k, z):
         iv[C_STATUS] = NONFINITE
@@ -1142,15 +1223,15 @@ def restart(kind, method, p, aux, ws):
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
 def replay(
-    kind, method, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f, q, stop,
+    kind, method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f, q, stop,
     seg_t, seg_h, seg_z, seg_k,
 ):  # fmt: skip
     """Take the accepted steps ck_i[q] .. stop-1 again from checkpoint q, recording each
     step's start time, size, state and stages in the seg_ buffers (room for them).
     The step loop restarts in exactly the state it had, so the steps (and the rejected
     attempts between them) are those of the forward pass, bit for bit. Returns nfev."""
-    nz = state_size(kind)
-    ws = workspace(kind, method, seg_z)
+    nz = state_size(kind, dyn)
+    ws = workspace(kind, method, dyn, seg_z)
     k, z, ztmp, znew, work, bth, fv, iv = ws
     for m in range(nz):
         z[m] = ck_z[q, m]
@@ -1163,8 +1244,8 @@ def replay(
     iv[C_STOP] = stop
     iv[C_EVERY] = 1
     advance(
-        kind, method, t1, p, aux, iopt, fopt, atol, grid, np.empty(0),
-        np.empty((0, nz), seg_z.dtype), ws, dyn(RECORD_STAGES), dyn(2), seg_t, seg_h, ck_i,
+        kind, method, dyn, t1, p, aux, iopt, fopt, atol, grid, np.empty(0),
+        np.empty((0, nz), seg_z.dtype), ws, runtime(RECORD_STAGES), runtime(2), seg_t, seg_h, ck_i,
         seg_z, seg_k, ck_f,
     )  # fmt: skip
     seg_t[stop - ck_i[q]] = fv[V_T]
@@ -1172,36 +1253,44 @@ def replay(
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
-def solve_forward(method, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, stats, fstats):
-    """The plain forward solve: ``integrate`` specialized for FORWARD dynamics."""
+def solve_forward(
+    method, addr, sizes, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, stats, fstats
+):  # fmt: skip
+    """The plain forward solve: ``integrate`` specialized for FORWARD dynamics. An entry
+    point: the system's kernels arrive as their addresses (``dynamics.record``)."""
+    dyn = record(addr, sizes, z0)
     integrate(
-        FORWARD, method, t0, t1, z0, p, empty_aux(z0), iopt, fopt, atol, grid, t_out, z_out,
-        stats, fstats, dyn(RECORD_NONE), dyn(2),
+        FORWARD, method, dyn, t0, t1, z0, p, empty_aux(dyn, z0), iopt, fopt, atol, grid, t_out, z_out,
+        stats, fstats, runtime(RECORD_NONE), runtime(2),
     )  # fmt: skip
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
-def solve_dense(method, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, stats, fstats):
+def solve_dense(
+    method, addr, sizes, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, stats, fstats
+):  # fmt: skip
     """The forward solve keeping every step's start (time, size, state) for dense output."""
+    dyn = record(addr, sizes, z0)
     rec_t, rec_h, nsteps, ck_i, ck_z, n_ck, ck_k, ck_f = integrate(
-        FORWARD, method, t0, t1, z0, p, empty_aux(z0), iopt, fopt, atol, grid, t_out, z_out,
-        stats, fstats, dyn(RECORD_STEPS), dyn(2),
+        FORWARD, method, dyn, t0, t1, z0, p, empty_aux(dyn, z0), iopt, fopt, atol, grid, t_out, z_out,
+        stats, fstats, runtime(RECORD_STEPS), runtime(2),
     )  # fmt: skip
     return rec_t[: nsteps + 1].copy(), rec_h[:nsteps].copy(), ck_z[:nsteps].copy()
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
-def step_data(kind, method, t, z, h, p, aux, work, k, ztmp, znew):
+def step_data(kind, method, dyn, t, z, h, p, aux, work, k, ztmp, znew):
     """Recompute one step's stages k[0..s] (k[s] = F at the step's end) and any extra
     dense-output stages from the step's start. Returns the number of evaluations."""
-    evaluate(kind, method, t, z, p, aux, work, k, ZERO)
-    nfev = 1 + step_stages(kind, method, t, z, h, p, aux, work, k, ztmp, znew)
-    return nfev + step_end(kind, method, t, z, h, znew, p, aux, work, k, ztmp)
+    evaluate(kind, method, dyn, t, z, p, aux, work, k, ZERO)
+    nfev = 1 + step_stages(kind, method, dyn, t, z, h, p, aux, work, k, ztmp, znew)
+    return nfev + step_end(kind, method, dyn, t, z, h, znew, p, aux, work, k, ztmp)
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
-def dense_query(method, tq, ts, hs, zs, p, out):
+def dense_query(method, addr, sizes, tq, ts, hs, zs, p, out):
     """Evaluate the dense output of a recorded forward solve at the times tq."""
+    dyn = record(addr, sizes, zs)
     A = tableau(method)[0]
     S = A.shape[0] + 1 + tableau(method)[5].shape[0]
     nsteps = hs.size
@@ -1209,13 +1298,13 @@ def dense_query(method, tq, ts, hs, zs, p, out):
     k = np.empty((S, nz), zs.dtype)
     ztmp = np.empty(nz, zs.dtype)
     znew = np.empty(nz, zs.dtype)
-    work = np.zeros(work_size())
+    work = np.zeros(work_size(dyn), zs.dtype)
     bth = np.empty(S)
-    aux = empty_aux(zs)
+    aux = empty_aux(dyn, zs)
     last = -1
     for q in range(tq.size):
         j = find_step(ts, nsteps, tq[q])
         if j != last:
-            step_data(FORWARD, method, ts[j], zs[j], hs[j], p, aux, work, k, ztmp, znew)
+            step_data(FORWARD, method, dyn, ts[j], zs[j], hs[j], p, aux, work, k, ztmp, znew)
             last = j
-        dense_out(FORWARD, method, (tq[q] - ts[j]) / hs[j], hs[j], zs[j], k, bth, out, q)
+        dense_out(FORWARD, method, dyn, (tq[q] - ts[j]) / hs[j], hs[j], zs[j], k, bth, out, q)

@@ -54,24 +54,27 @@ def _local_array(context, builder, arrty, dims, fallback):
 def local_array_intrinsic(shape_of):
     """An intrinsic ``f(kind, method, fallback)`` returning an array of shape
     ``shape_of(kind, method)`` (kind and method literal ints) and fallback's type,
-    allocated in the caller's stack frame when small; when not, ``fallback`` itself,
-    a C-contiguous array of that shape (or larger) that the caller owns. Only for
-    functions that keep the array to themselves (a stack array dies with their frame)."""
+    allocated in the caller's stack frame when small; otherwise (too large, or the
+    shape not known at compile time: ``shape_of`` returns None, as in the generic
+    engine) ``fallback`` itself, a C-contiguous array of that shape (or larger) that
+    the caller owns. Only for functions that keep the array to themselves (a stack
+    array dies with their frame)."""
 
     @intrinsic(prefer_literal=True)
     def local(typingctx, kind, method, fallback):
-        dims = None
-        if (
-            isinstance(kind, types.IntegerLiteral)
-            and isinstance(method, types.IntegerLiteral)
-            and isinstance(fallback, types.Array)
-            and fallback.layout == "C"
-        ):
-            dims = tuple(int(d) for d in shape_of(kind.literal_value, method.literal_value))
-        if dims is None or len(dims) != fallback.ndim:
+        if not (isinstance(fallback, types.Array) and fallback.layout == "C"):
             return None
+        dims = None
+        if isinstance(kind, types.IntegerLiteral) and isinstance(method, types.IntegerLiteral):
+            dims = shape_of(kind.literal_value, method.literal_value)
+        if dims is not None:
+            dims = tuple(int(d) for d in dims)
+            if len(dims) != fallback.ndim:
+                return None
 
         def codegen(context, builder, sig, args):
+            if dims is None:
+                return impl_ret_borrowed(context, builder, fallback, args[2])
             return _local_array(context, builder, fallback, dims, args[2])
 
         return fallback(kind, method, fallback), codegen

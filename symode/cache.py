@@ -1,14 +1,24 @@
 """The on-disk cache of generated modules.
 
-Each compiled system lives in its own directory ``<root>/numba/<key>/``: the generated
-``_dynamics.py``, ``_entries_*.py`` (the engine's entry points, per engine module and
-Runge–Kutta method, see ``codegen.generate_entries_sources``), a copy of the engine modules from
-``kernels/`` that import them as module globals (so numba's ``cache=True`` can store
-the compiled engine in that directory's ``__pycache__``), and ``meta.json`` with
-versions, the canonical inputs and a SHA-256 of every file.
+Each compiled system lives in its own directory ``<root>/numba/sys_<key>/``: the
+generated ``_dynamics.py`` (its kernels, compiled by numba on first use into that
+directory's ``__pycache__``) and ``meta.json`` with versions, the canonical inputs and a
+SHA-256 of every file. The generic engine is not here: it is ``symode.kernels``,
+compiled once per machine into numba's own cache (the package's ``__pycache__``, or
+numba's user-wide cache directory, or ``NUMBA_CACHE_DIR``).
 
-- key = SHA-256 of the canonical expressions, backend, symode and numba versions and
-  the engine sources: any change gives a new directory, never a stale one;
+A specialized system (``compile(specialize=True)``) lives in ``spec_<key>/``: the same
+``_dynamics.py``, a copy of the engine modules from ``kernels/`` (where
+``kernels/dynamics.py`` finds the system's kernels as module globals, so numba inlines
+them and caches the whole engine in that directory) and ``_entries_*.py``, the engine's
+entry points per engine module and Runge–Kutta method
+(``codegen.generate_entries_sources``).
+
+- key = SHA-256 of the canonical expressions, backend, numba and SymPy versions and the
+  generator's sources (``symode/system.py`` derives, ``symode/codegen.py`` prints; the
+  engine sources too for a specialized directory): a change that alters the generated
+  text gives a new directory, never a stale one, and an unrelated edit (a docstring in
+  ``testing.py``) recompiles nothing;
 - directories are built under a temporary name and renamed into place (atomic): a
   reader never sees a half-written module, and two processes compiling the same
   system both succeed (the loser of the rename uses the winner's directory);
@@ -56,17 +66,24 @@ def kernels_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "kernels"
 
 
+# the sources that decide a generated module's text: the derivations and the printer
+_GENERATOR_SOURCES = ("system.py", "codegen.py")
+
+
 @functools.cache
 def _generator_digest() -> str:
-    """A hash of symode's own sources: a changed code generator means a new key."""
+    """A hash of the code generator's sources: a changed generator means a new key."""
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
+    here = Path(__file__).resolve().parent
+    for name in _GENERATOR_SOURCES:
+        h.update(name.encode())
+        h.update((here / name).read_bytes())
     return h.hexdigest()
 
 
+@functools.cache
 def _kernel_sources() -> dict[str, str]:
+    """The engine modules that a specialized directory copies, with its entry points."""
     d = kernels_dir()
     files = {p.name: p.read_text() for p in sorted(d.glob("*.py")) if p.name != "__init__.py"}
     if not files:
@@ -140,21 +157,24 @@ def _discard(directory: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def load_generated(generate, canonical: str, backend: str = "numba", cache_dir=None):
+def load_generated(
+    generate, canonical: str, backend: str = "numba", cache_dir=None, specialize: bool = False
+):
     """Find (or generate and write) the module directory of a system and import it.
 
     ``generate()`` returns the ``_dynamics`` source; it is called only when the cache
     has no valid directory for ``canonical``, so a warm load skips all SymPy work.
-    Returns ``(package_module, directory, source)``; the engine modules are importable
-    as ``package.integrate`` etc.
+    Returns ``(package_module, directory, source)``; the kernels are importable as
+    ``package._dynamics``, and with ``specialize`` the engine modules as
+    ``package.integrate`` etc.
     """
-    engine = _kernel_sources()
+    engine = _kernel_sources() if specialize else {}
     key_text = "\n".join(
-        [__version__, numba.__version__, sympy.__version__, backend, canonical]
+        [numba.__version__, sympy.__version__, backend, canonical]
         + [_generator_digest()]
         + [f"{k}:{_sha(v)}" for k, v in sorted(engine.items())]
     )
-    key = "sys_" + _sha(key_text)[:24]
+    key = ("spec_" if specialize else "sys_") + _sha(key_text)[:24]
     root = _writable_root(Path(cache_dir) if cache_dir is not None else default_cache_dir())
     root = root / backend
     root.mkdir(exist_ok=True)

@@ -245,8 +245,9 @@ def generate_numba_source(system: ODESystem, loss: Loss | None = None) -> str:
     return "\n".join(header + em.lines) + "\n"
 
 
-# The engine's entry points and their arguments after the method number. The
-# generated ``_entries_*`` modules have one jitted wrapper per (entry, method) that passes
+# The engine's entry points and their arguments after the method. In the specialized
+# tier (``compile(specialize=True)``) the generated ``_entries_*`` modules have one
+# jitted wrapper per (entry, method) that passes
 # the method's number as a literal: numba then compiles the stepper with that tableau's
 # coefficients and sizes as constants (the loops over stages unroll), and only for the
 # methods a program actually uses. Entries that take a ``mode`` get one wrapper per
@@ -255,18 +256,21 @@ def generate_numba_source(system: ODESystem, loss: Loss | None = None) -> str:
 ADJOINT_MODES = ("backsolve", "checkpoint", "discrete", "forward")  # kernels/adjoint MODE_*
 ENTRY_POINTS = {
     "integrate": {
-        "solve_forward": "t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, stats, fstats",
-        "solve_dense": "t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, stats, fstats",
-        "dense_query": "tq, ts, hs, zs, p, out",
+        "solve_forward": "addr, sizes, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, stats, "
+        "fstats",
+        "solve_dense": "addr, sizes, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, stats, "
+        "fstats",
+        "dense_query": "addr, sizes, tq, ts, hs, zs, p, out",
     },
     "ensemble": {
-        "solve_ensemble": "t0, t1, Z0, Pm, iopt, fopt, atol, grid, t_out, Z_out, stats, fstats",
+        "solve_ensemble": "addr, sizes, t0, t1, Z0, Pm, iopt, fopt, atol, grid, t_out, Z_out, "
+        "stats, fstats",
     },
     "adjoint": {
-        "gradient": "mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, "
-        "biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out",
-        "gradient_ensemble": "mode, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, "
-        "atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT",
+        "gradient": "mode, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, "
+        "atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out",
+        "gradient_ensemble": "mode, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, "
+        "iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT",
     },
 }
 

@@ -205,6 +205,9 @@ def compute_gradient(
     else:
         cot = np.ascontiguousarray(cot)
         data_a = np.ascontiguousarray(data_a)
+    # the engine is compiled for writable arrays (it never writes these)
+    cot = cot if cot.flags.writeable else cot.copy()
+    data_a = data_a if data_a.flags.writeable else data_a.copy()
     # the caller's arrays only (the zeros above need no check: it costs µs)
     if (not use_loss and not np.isfinite(cot).all()) or (
         data_a.size and not np.isfinite(data_a).all()
@@ -250,7 +253,7 @@ def compute_gradient(
         ST_F, ST_B = ST[:5], ST[5:]
     Y_OUT = np.empty(lead + (T, n), dtype)
     # the engine reads the option arrays only (the cached ones stay intact)
-    model._entry("gradient_ensemble" if batched else "gradient", m, adjoint)(
+    model._entry("gradient_ensemble" if batched else "gradient", m, adjoint, dtype)(
         t0, t1, y0, params, t_eval, cot, data_a, use_loss, iopt, fopt, atol_f, g, biopt,
         bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
     )  # fmt: skip

@@ -6,13 +6,20 @@ live here, in Python; the numba kernels never raise (they write status codes).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import importlib
 import math
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numba
 import numpy as np
 import sympy as sp
+from numba.core.errors import NumbaWarning
+from numba.experimental import function_type as _function_type
 
 from .cache import load_generated
 from .codegen import entry_point, generate_numba_source
@@ -25,12 +32,42 @@ from .errors import (
     t_eval_error,
 )
 from .gradients import compute_gradient
+from .kernels import dynamics as _dynamics_contract
 from .system import Loss, ODESystem
-from .tableaus import METHOD_IDS, ButcherTableau, get_tableau
+from .tableaus import METHOD_IDS, ButcherTableau, get_tableau, packed_tableau
 
 __all__ = ["Model", "Solution", "compile_system"]
 
 _DTYPES = {np.dtype(np.float64), np.dtype(np.float32)}
+_NO_ADDRESSES = np.zeros(0, np.int64)  # the specialized engine calls its kernels directly
+
+# The kernels each entry point (or adjoint mode) of the generic engine may call
+# (kernels/dynamics.py): only these are compiled for it. The loss kernels are the
+# zero functions when the system has no loss.
+_FORWARD_KERNELS = ("rhs_row",)
+_LOSS_KERNELS = ("running", "observation", "observation_grad")
+_KERNELS_NEEDED = {
+    "solve_forward": _FORWARD_KERNELS,
+    "solve_dense": _FORWARD_KERNELS,
+    "dense_query": _FORWARD_KERNELS,
+    "solve_ensemble": _FORWARD_KERNELS,
+    "backsolve": ("rhs_row", "adjoint_row", *_LOSS_KERNELS),
+    "checkpoint": ("rhs_row", "adjoint_row", *_LOSS_KERNELS),
+    "discrete": ("rhs_row", "vjp", "running_grad", *_LOSS_KERNELS),
+    "forward": ("rhs_row", "jvp_row", "running_grad", *_LOSS_KERNELS),
+}
+
+
+def _generic_entry(name: str, mode: str | None) -> tuple[str, str]:
+    """(engine module, function) of the generic tier's entry ``name``: per adjoint mode
+    for the gradients (kernels/adjoint.py's gradient_<mode>)."""
+    if name in ("solve_forward", "solve_dense", "dense_query"):
+        return "integrate", name
+    if name == "solve_ensemble":
+        return "ensemble", name
+    return "adjoint", f"{name}_{mode}"
+
+
 _NO_GRID = np.empty(0)  # adaptive steps (the engine never writes its inputs)
 
 
@@ -72,14 +109,16 @@ def _messages(stats: np.ndarray, fstats: np.ndarray) -> list[str]:
 
 
 class _Method:
-    """A tableau as the Python side needs it: the engine's number for it (the engine
-    compiles each method's coefficients in as constants) and its controller settings."""
+    """A tableau as the Python side needs it: its coefficients as the generic engine takes
+    them (``data``), the specialized engine's number for it (which compiles the
+    coefficients in as constants) and its controller settings."""
 
     def __init__(self, tab: ButcherTableau):
         self.tableau = tab
         self.id = METHOD_IDS[tab.name]
         self.adaptive = bool(tab.adaptive)
         self.err_order = int(tab.error_order or tab.order)
+        self.data = packed_tableau(tab.name)
 
 
 @functools.cache
@@ -97,6 +136,8 @@ def _as_float_array(x, name: str, dtype, copy: bool = True, finite: bool = True)
         raise ShapeError(f"{name} must be an array of numbers: {err}") from None
     if finite and not all_finite(a):
         raise NonFiniteInputError(f"{name} contains NaN or infinity")
+    if not a.flags.writeable:  # (a read-only view): the engine is compiled for writable
+        a = a.copy()
     return a
 
 
@@ -144,6 +185,47 @@ def _scalar_options(method: _Method, nz, rtol, atol, max_steps, dt_min, h0, beta
     return _build_options(method, nz, rtol, atol, max_steps, dt_min, h0, beta, nerr, None)
 
 
+class _FirstCall:
+    """An entry point's first call: numba compiles (or loads from its cache) the
+    specialization it needs, under a lock shared by the processes of this machine (two
+    pytest or Dask workers compile an engine function once, the second loads it), with
+    numba's one warning about first-class functions silenced (symode relies on them on
+    purpose: docs/architecture.md). Then the entry replaces itself in ``entries``."""
+
+    def __init__(self, fn, entries: dict, key, what: str):
+        self.fn, self.entries, self.key, self.what = fn, entries, key, what
+
+    def __call__(self, *args):
+        with _engine_compile(self.what):
+            result = self.fn(*args)
+        self.entries[self.key] = self.fn
+        return result
+
+
+@contextlib.contextmanager
+def _engine_compile(what: str):
+    """Compile (or load) ``what`` under an inter-process lock of that name in symode's
+    cache root."""
+    lock_path = _lock_dir() / f"{what}.lock"
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:  # a filesystem without locks: compile without one
+            pass
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*First-class function type", NumbaWarning)
+            yield
+
+
+@functools.cache
+def _lock_dir():
+    from .cache import _writable_root, default_cache_dir
+
+    locks = _writable_root(default_cache_dir()) / "locks"
+    locks.mkdir(exist_ok=True)
+    return locks
+
+
 class Model:
     """An :class:`ODESystem` compiled to numba kernels plus the integration engine.
 
@@ -151,19 +233,35 @@ class Model:
     module's text; ``model.path`` the cache directory it lives in.
     """
 
-    def __init__(self, system: ODESystem, source: str, package, path, loss: Loss | None):
+    def __init__(
+        self,
+        system: ODESystem,
+        source: str,
+        package,
+        path,
+        loss: Loss | None,
+        specialized: bool = False,
+    ):
         self.system = system
         self.source = source
         self.path = path
         self.loss = loss
+        self.specialized = specialized
         # whether the loss has a running cost (a sympy comparison: computed once)
         self._running_cost = loss is not None and loss.running != 0
         self._pkg = package
         self._modules: dict = {}
-        self._entries: dict = {}  # (entry, method id, mode) → compiled function
+        self._entries: dict = {}  # (entry, method id, mode, dtype) → bound entry point
+        self._sizes = np.array(
+            [system.n_states, system.n_params, 0 if loss is None else len(loss.data), 0],
+            np.int64,
+        )
+        self._sizes[_dynamics_contract.Z_COST] = self._running_cost
+        self._addresses: dict = {}  # (dtype, kernel names) → address array
 
     def __repr__(self) -> str:
-        return f"Model({self.system!r}, backend='numba', path='{self.path}')"
+        tier = ", specialize=True" if self.specialized else ""
+        return f"Model({self.system!r}, backend='numba'{tier}, path='{self.path}')"
 
     _method = staticmethod(_method)
 
@@ -174,14 +272,56 @@ class Model:
             mod = self._modules[name] = importlib.import_module(f"{self._pkg.__name__}.{name}")
         return mod
 
-    def _entry(self, name: str, method: _Method, mode: str | None = None):
-        """The engine's compiled entry ``name`` for a method (and adjoint mode)."""
-        key = (name, method.id, mode)
+    def _kernel_addresses(self, dtype, names: tuple) -> np.ndarray:
+        """The addresses of the kernels ``names`` compiled for states of ``dtype``, in
+        the slots of the generic engine's dynamics record (kernels/dynamics.py): each
+        compiles on first use (or loads from the system's cache). The other slots stay
+        0: the entry point that gets this record never calls them."""
+        key = (dtype, names)
+        addr = self._addresses.get(key)
+        if addr is None:
+            addr = np.zeros(2 * len(_dynamics_contract.KERNELS), np.int64)
+            sigs = _dynamics_contract.kernel_signatures(numba.from_dtype(dtype))
+            for name in names:
+                kernel = getattr(self.kernels, name)
+                sig = sigs[name]
+                kernel.compile(sig.args)
+                slot = _dynamics_contract.SLOT[name]
+                addr[2 * slot] = _function_type._get_wrapper_address(kernel, sig)
+                addr[2 * slot + 1] = _function_type._get_jit_address(kernel, sig)
+            self._addresses[key] = addr
+        return addr
+
+    def _entry(self, name: str, method: _Method, mode: str | None = None, dtype=np.float64):
+        """The engine's compiled entry ``name`` for a method (and adjoint mode) and
+        states of ``dtype``, with the method and the system's kernels bound: call it
+        with the entry's remaining arguments (codegen.ENTRY_POINTS)."""
+        key = (name, method.id, mode, dtype)
         fn = self._entries.get(key)
         if fn is None:
-            module, function = entry_point(name, method.id, mode)
-            fn = self._entries[key] = getattr(self._module(module), function)
+            dtype = np.dtype(dtype)
+            if self.specialized:
+                module, function = entry_point(name, method.id, mode)
+                fn = functools.partial(
+                    getattr(self._module(module), function), _NO_ADDRESSES, self._sizes
+                )
+                lock = f"{Path(self.path).name}.{function}-{dtype}"
+            else:
+                group, function = _generic_entry(name, mode)
+                engine = importlib.import_module(f"symode.kernels.{group}")
+                needs = _KERNELS_NEEDED[mode or name]
+                with _engine_compile(f"kernels-{Path(self.path).name}-{dtype}"):
+                    addr = self._kernel_addresses(dtype, needs)
+                fn = functools.partial(getattr(engine, function), method.data, addr, self._sizes)
+                lock = f"{group}.{function}-{dtype}"
+            fn = self._entries[key] = _FirstCall(fn, self._entries, key, lock)
         return fn
+
+    def _dispatcher(self, name: str, method: _Method, mode: str | None = None, dtype=np.float64):
+        """The numba dispatcher behind an entry point (for introspection: signatures,
+        the module it was compiled in)."""
+        fn = self._entry(name, method, mode, dtype)
+        return getattr(fn, "fn", fn).func
 
     @property
     def kernels(self):
@@ -343,7 +483,7 @@ class Model:
             Y = np.full((B, T, n), np.nan, dtype)
             stats = np.zeros((B, 5), np.int64)
             fstats = np.zeros((B, 3))
-            self._entry("solve_ensemble", m)(
+            self._entry("solve_ensemble", m, None, dtype)(
                 t0, t1, y0, params, iopt, fopt, atol_a, g, t_eval, Y, stats, fstats
             )
             codes = stats[:, 0].copy()
@@ -357,7 +497,7 @@ class Model:
             Y = np.empty((T, n), dtype)
             stats = np.zeros(5, np.int64)
             fstats = np.zeros(3)
-            kernel = self._entry("solve_dense" if dense else "solve_forward", m)
+            kernel = self._entry("solve_dense" if dense else "solve_forward", m, None, dtype)
             rec = kernel(t0, t1, y0, params, iopt, fopt, atol_a, g, t_eval, Y, stats, fstats)
             code, nfev, naccept, nreject, nout = stats.tolist()
             if code == BAD_T_EVAL_CODE:
@@ -468,13 +608,19 @@ class DenseSolution:
             covered = "no step" if self._h.size == 0 else f"[{lo}, {hi}] only"
             raise ValueError(f"the dense solution covers {covered}")
         out = np.empty((flat.size, self._z.shape[1]), self._z.dtype)
-        self._model._entry("dense_query", self._method)(
+        self._model._entry("dense_query", self._method, None, self._z.dtype)(
             flat, self.ts, self._h, self._z, self._params, out
         )
         return out.reshape(t.shape + (out.shape[1],))
 
 
-def compile_system(system: ODESystem, backend="numba", loss: Loss | None = None, cache_dir=None):
+def compile_system(
+    system: ODESystem,
+    backend="numba",
+    loss: Loss | None = None,
+    cache_dir=None,
+    specialize: bool = False,
+):
     """Generate, cache and load the kernels of ``system`` (see :meth:`ODESystem.compile`)."""
     if backend != "numba":
         raise NotImplementedError(
@@ -482,6 +628,6 @@ def compile_system(system: ODESystem, backend="numba", loss: Loss | None = None,
         )
     canonical = system._canonical() + ("" if loss is None else sp.srepr(loss.__dict__))
     pkg, path, source = load_generated(
-        lambda: generate_numba_source(system, loss), canonical, backend, cache_dir
+        lambda: generate_numba_source(system, loss), canonical, backend, cache_dir, specialize
     )
-    return Model(system, source, pkg, path, loss)
+    return Model(system, source, pkg, path, loss, specialize)

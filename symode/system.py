@@ -434,18 +434,35 @@ class ODESystem:
         }
 
     # -- compilation -----------------------------------------------------------------
-    def compile(self, backend: str = "numba", *, loss: Loss | None = None, cache_dir=None):
+    def compile(
+        self,
+        backend: str = "numba",
+        *,
+        loss: Loss | None = None,
+        cache_dir=None,
+        specialize: bool = False,
+    ):
         """Print the derived expressions as compiled kernels and return a :class:`Model`.
 
         Parameters
         ----------
         backend : {"numba"}
-            "cuda" is planned (DESIGN.md) and not built yet.
+            "cuda" is planned and not built yet.
         loss : Loss, optional
             A symbolic loss whose derivatives are compiled too (for ``value_and_grad``).
         cache_dir : path, optional
             Where generated modules live; default ``$XDG_CACHE_HOME/symode``.
+        specialize : bool
+            False (default): the generic engine, compiled once per machine for every
+            system, calls this system's kernels as first-class functions; a new system
+            compiles only its kernels (about a second). True: a copy of the engine with
+            this system's kernels inlined and its sizes and each method's tableau as
+            constants (the fastest runs: for long production solves), compiled per
+            method and adjoint mode on first use (tens of seconds each, then cached).
+            See docs/architecture.md, "Two tiers".
         """
         from .model import compile_system
 
-        return compile_system(self, backend=backend, loss=loss, cache_dir=cache_dir)
+        return compile_system(
+            self, backend=backend, loss=loss, cache_dir=cache_dir, specialize=specialize
+        )

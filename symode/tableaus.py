@@ -69,7 +69,14 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["METHOD_IDS", "ButcherTableau", "TABLEAUS", "get_tableau", "kernel_tables"]
+__all__ = [
+    "METHOD_IDS",
+    "ButcherTableau",
+    "TABLEAUS",
+    "get_tableau",
+    "kernel_tables",
+    "packed_tableau",
+]
 
 _ZERO = Fraction(0)
 _ONE = Fraction(1)
@@ -1092,3 +1099,25 @@ def kernel_tables():
     adaptive = tuple(bool(t.adaptive) for t in tabs)
     err_order = tuple(int(t.error_order or t.order) for t in tabs)
     return tables, fsal, adaptive, err_order
+
+
+def packed_tableau(name: str) -> np.ndarray:
+    """Method ``name`` as the generic engine takes it: one float64 array (an array, so
+    that numba's parallel loops can take it), read back by ``kernels/integrate.py``'s
+    ``tableau``. Row 0: s, K (columns of P), n_extra, FSAL, adaptive, error order; then
+    A (s rows), b, c, e (one row each), P (s + 1 + n_extra rows), Ax (n_extra rows),
+    cx (one row); each left-aligned, zero-padded."""
+    tables, fsal, adaptive, err_order = kernel_tables()
+    k = METHOD_IDS[name]
+    A, b, c, e, P, Ax, cx = tables[k]
+    s, K, nx = A.shape[0], P.shape[1], Ax.shape[0]
+    S = s + 1 + nx
+    out = np.zeros((5 + s + S + nx, max(S, K, 6)))
+    out[0, :6] = s, K, nx, fsal[k], adaptive[k], err_order[k]
+    out[1 : 1 + s, :s] = A
+    out[1 + s, :s], out[2 + s, :s], out[3 + s, :s] = b, c, e
+    r = 4 + s
+    out[r : r + S, :K] = P
+    out[r + S : r + S + nx, :S] = Ax
+    out[r + S + nx, :nx] = cx
+    return out

@@ -1,9 +1,9 @@
-"""Tests for symode.cache: keys, reuse across processes, corruption, races, fallback.
+"""Tests for symode.cache: keys, reuse across processes, corruption, races, fallback,
+and the compile-once engine (a new system compiles no engine function).
 
 Cross-process behaviour is checked with fresh ``python`` processes running
 tests/_cache_worker.py on a temporary cache directory (its system is used nowhere
-else). Workers evaluate only the small ``rhs`` kernel, except those that time or check
-a full solve; those are the only engine compiles here.
+else); the workers count numba's compile events (a load from numba's cache is none).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ def worker_command(mode: str, cache_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, str(WORKER), mode, str(cache_dir), *extra]
 
 
-def run_worker(mode: str, cache_dir: Path) -> dict:
+def run_worker(mode: str, cache_dir: Path, *extra: str) -> dict:
     proc = subprocess.run(
-        worker_command(mode, cache_dir), capture_output=True, text=True, timeout=TIMEOUT
+        worker_command(mode, cache_dir, *extra), capture_output=True, text=True, timeout=TIMEOUT
     )
     assert proc.returncode == 0, f"worker {mode} failed:\n{proc.stderr[-4000:]}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -55,8 +55,8 @@ def worker_exact():
 WORKER_RHS = [-0.5 * 0.3 + 2.0 * -0.2, -2.0 * 0.3 - 0.5 * -0.2]
 
 
-def module_dirs(cache: Path) -> list[Path]:
-    return sorted((cache / "numba").glob("sys_*"))
+def module_dirs(cache: Path, prefix: str = "sys_") -> list[Path]:
+    return sorted((cache / "numba").glob(prefix + "*"))
 
 
 def leftovers(cache: Path) -> list[Path]:
@@ -74,9 +74,14 @@ def snapshot(directory: Path) -> dict:
 
 
 def assert_meta_consistent(directory: Path):
+    """A system directory holds its kernels only; a specialized one an engine copy too."""
     meta = json.loads((directory / "meta.json").read_text())
     assert meta["symode"] == symode.__version__ and meta["backend"] == "numba"
-    assert {"__init__.py", "_dynamics.py", "integrate.py"} <= set(meta["files"])
+    files = set(meta["files"])
+    if directory.name.startswith("spec_"):
+        assert {"__init__.py", "_dynamics.py", "integrate.py", "dynamics.py"} <= files
+    else:
+        assert files == {"__init__.py", "_dynamics.py"}
     for name, digest in meta["files"].items():
         assert hashlib.sha256((directory / name).read_bytes()).hexdigest() == digest, name
 
@@ -136,13 +141,16 @@ def primed(tmp_path_factory):
 
 @pytest.mark.slow
 def test_first_process_writes_module_and_numba_index(primed):
+    """The system's directory holds its kernels and their numba index (wherever numba
+    keeps it: ``__pycache__``, or ``NUMBA_CACHE_DIR`` when set); no engine there."""
     cache, directory, result, _ = primed
     assert Path(result["path"]) == directory
     assert not leftovers(cache)
     assert_meta_consistent(directory)
-    index = {p.name for p in (directory / "__pycache__").glob("*.nbi")}
+    index = result["kernel_index"]
     assert any(name.startswith("_dynamics.rhs-") for name in index), index
-    assert any(name.startswith("integrate.advance-") for name in index), index
+    assert any(name.startswith("_dynamics.rhs_row-") for name in index), index
+    assert not any(name.startswith(("integrate.", "adjoint.")) for name in index), index
     # rtol 1e-10: the global error of dopri5 is a small multiple of rtol here
     np.testing.assert_allclose(result["y"], worker_exact(), rtol=0, atol=1e-9)
     np.testing.assert_allclose(result["rhs"], WORKER_RHS, rtol=1e-15)
@@ -156,20 +164,55 @@ def test_second_process_reuses_module_without_regenerating(primed):
     assert second["rhs"] == first["rhs"]
     after = snapshot(directory)
     assert after["."] == before["."], "module directory was replaced"
-    for name in ("_dynamics.py", "meta.json", "integrate.py", "__init__.py"):
+    for name in ("_dynamics.py", "meta.json", "__init__.py"):
         assert after[name] == before[name], f"{name} was rewritten"
     assert module_dirs(cache) == [directory] and not leftovers(cache)
 
 
 @pytest.mark.slow
 def test_second_process_solve_loads_from_numba_cache(primed):
+    """The same system in a fresh process: kernels and engine load from numba's cache,
+    not one compile."""
     cache, directory, first, before = primed
     second = run_worker("solve", cache)
     np.testing.assert_array_equal(second["y"], first["y"])
     assert snapshot(directory)["_dynamics.py"] == before["_dynamics.py"]
-    # a ratio, not an absolute time: the first solve compiled the engine (~10 s), the
-    # second only loads it from __pycache__ (~0.1-0.5 s)
-    assert second["solve_s"] < first["solve_s"] / 3, (first["solve_s"], second["solve_s"])
+    assert second["compiles"] == {"engine": 0, "kernels": 0, "spec": 0}, second["compiles"]
+
+
+@pytest.mark.slow
+def test_new_system_compiles_no_engine_function(primed, tmp_path):
+    """Compile once: a system no cache has seen, in a fresh process, compiles its own
+    kernels (the positive control: the counter sees those compiles) and not one engine
+    function; run again, it compiles nothing at all."""
+    cache = tmp_path / "cache"
+    shutil.copytree(primed[0], cache, symlinks=True)
+    extra = f"{np.random.default_rng().uniform(0.01, 0.02):.12f}"
+    new = run_worker("solve", cache, "-", extra)
+    assert new["compiles"]["engine"] == 0, new["compiles"]
+    assert new["compiles"]["kernels"] >= 2, new["compiles"]  # rhs_row, rhs
+    assert new["entry_module"] == "symode.kernels.integrate"
+    again = run_worker("solve", cache, "-", extra)
+    assert again["compiles"] == {"engine": 0, "kernels": 0, "spec": 0}, again["compiles"]
+    np.testing.assert_array_equal(again["y"], new["y"])
+    # the extra term changes the solution: it is a different system
+    assert not np.array_equal(new["y"], primed[2]["y"])
+
+
+@pytest.mark.slow
+def test_specialized_engine_really_runs_and_matches(primed, tmp_path):
+    """compile(specialize=True) runs the engine copy next to the system (its entry
+    point's module is in that directory), compiled there, and equals the generic
+    engine's solve to rounding."""
+    cache = tmp_path / "cache"
+    shutil.copytree(primed[0], cache, symlinks=True)
+    first = primed[2]
+    spec = run_worker("special", cache)
+    assert spec["entry_module"].startswith("_symode_spec_"), spec["entry_module"]
+    assert Path(spec["path"]).name.startswith("spec_")
+    assert_meta_consistent(Path(spec["path"]))
+    assert spec["compiles"]["spec"] > 0 and spec["compiles"]["engine"] == 0, spec["compiles"]
+    np.testing.assert_allclose(spec["y"], first["y"], rtol=1e-12, atol=0)
 
 
 def _truncate(directory: Path):
@@ -191,8 +234,8 @@ def _meta(directory: Path):
     (directory / "meta.json").write_text("{ not json")
 
 
-def _engine(directory: Path):
-    with open(directory / "integrate.py", "a") as f:
+def _init(directory: Path):
+    with open(directory / "__init__.py", "a") as f:
         f.write("\nSUCCESS = 1\n")
 
 
@@ -204,9 +247,9 @@ def _engine(directory: Path):
         (_garbage, "kernels"),
         (_valid_python_edit, "kernels"),
         (_meta, "kernels"),
-        (_engine, "kernels"),
+        (_init, "kernels"),
     ],
-    ids=["truncated", "garbage", "edited", "bad_meta", "edited_engine"],
+    ids=["truncated", "garbage", "edited", "bad_meta", "edited_init"],
 )
 def test_corrupted_module_is_regenerated(primed, tmp_path, corrupt, mode):
     cache, directory, first, before = primed
@@ -218,7 +261,7 @@ def test_corrupted_module_is_regenerated(primed, tmp_path, corrupt, mode):
     assert Path(result["path"]) == target
     assert_meta_consistent(target)
     after = snapshot(target)
-    for name in ("_dynamics.py", "integrate.py", "__init__.py"):
+    for name in ("_dynamics.py", "__init__.py"):
         assert after[name][2] == before[name][2], f"{name} not restored"
     assert result["rhs"] == first["rhs"]
     if mode == "solve":
@@ -309,3 +352,25 @@ def test_readonly_cache_dir_falls_back_to_temp(tmp_path, fallback_root):
         assert list(readonly.iterdir()) == []
     finally:
         readonly.chmod(0o755)
+
+
+def test_key_ignores_sources_that_do_not_shape_the_generated_text(monkeypatch):
+    """A system's key follows the generator (system.py derives, codegen.py prints), not
+    every symode source: an edited docstring in testing.py recompiles nothing."""
+    from symode import cache
+
+    digest = cache._generator_digest.__wrapped__
+    before = digest()
+    real = Path.read_bytes
+
+    def edited(name):
+        def read_bytes(self):
+            data = real(self)
+            return data + b"\n# edited\n" if self.name == name else data
+
+        return read_bytes
+
+    monkeypatch.setattr(Path, "read_bytes", edited("testing.py"))
+    assert digest() == before
+    monkeypatch.setattr(Path, "read_bytes", edited("codegen.py"))
+    assert digest() != before
