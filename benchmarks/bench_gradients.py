@@ -37,7 +37,10 @@ import _util  # benchmarks/ is on sys.path (run.py, or running this file directl
 import numpy as np
 import problems
 
-TITLE = "P3: Lotka–Volterra gradient (symode adjoint modes vs torchdiffeq, diffrax, scipy FD)"
+TITLE = (
+    "P3: Lotka–Volterra gradient, symode specialized tier "
+    "(adjoint modes vs torchdiffeq, diffrax, scipy FD)"
+)
 DESCRIPTION = (
     "dopri5, rtol = atol = 1e-8, float64, 101 observations on [0, 10], L = Σ ½ (y − 1)², "
     "gradient w.r.t. (a, b, c, d, x0, y0). Times: median of repeated calls after a "
@@ -158,7 +161,7 @@ def _symode(ref) -> tuple[list[dict], dict]:
     opts = {"method": "dopri5", "rtol": RTOL, "atol": ATOL}
 
     t0 = time.perf_counter()
-    model = system.compile(cache_dir=cache)
+    model = system.compile(cache_dir=cache, specialize=True)
     t_compile = time.perf_counter() - t0
     t0 = time.perf_counter()
     sol = model.solve(y0, T_OBS, p, **opts)
@@ -213,7 +216,7 @@ def _symode(ref) -> tuple[list[dict], dict]:
     xs, ys = system.states
     loss = symode.Loss(observation=((xs - 1) ** 2 + (ys - 1) ** 2) / 2)
     t0 = time.perf_counter()
-    lmodel = system.compile(loss=loss, cache_dir=cache)
+    lmodel = system.compile(loss=loss, cache_dir=cache, specialize=True)
     t_lc = time.perf_counter() - t0
     wrt = ("params", "y0")
     first = True

@@ -19,7 +19,7 @@ import time
 import numpy as np
 from _util import bench_cache_dir, log
 
-TITLE = "P1: Lorenz, adaptive Dormand–Prince 5(4), 2001 outputs"
+TITLE = "P1: Lorenz, adaptive Dormand–Prince 5(4), 2001 outputs (symode: specialized tier)"
 DESCRIPTION = (
     "Time per solve: median over repeated calls after warm-up (fast solvers: median of "
     "interleaved rounds). *first call*: the compile / JIT / cache-load cost paid once, "
@@ -78,7 +78,7 @@ def _symode_cases(cases: list, diag: dict):
     import symode  # noqa: F401
 
     t0 = time.perf_counter()
-    model = problems.lorenz().compile(cache_dir=bench_cache_dir())
+    model = problems.lorenz().compile(cache_dir=bench_cache_dir(), specialize=True)
     t_compile = time.perf_counter() - t0
     diag["model"] = model
     for label, beta in (("PI (default, β=0.04)", None), ("I (beta=0.0)", 0.0)):
