@@ -13,7 +13,6 @@ import numpy as np
 from numba import njit, types
 from numba.core import datamodel
 from numba.experimental import function_type
-
 from symode.kernels import dynamics
 
 

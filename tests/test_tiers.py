@@ -13,7 +13,6 @@ dopri5 adaptive and on a fixed grid (``dt=``), every gradient mode.
 
 import numpy as np
 import pytest
-
 from conftest import lorenz, lotka_volterra
 
 MODES = ("checkpoint", "backsolve", "discrete", "forward")
