@@ -4,18 +4,22 @@ One engine source, two tiers (docs/architecture.md, "Two tiers"):
 
 - **generic** (this module as installed in ``symode.kernels``): the engine is compiled
   once per machine for every system. A system's kernels arrive as first-class
-  functions (numba ``FunctionType``), built inside the entry point from an int64 array
-  of their addresses (``kernel_addresses`` on the Python side), and the sizes arrive at
-  run time: ``dyn = (kernels, sizes)``;
+  functions (numba ``FunctionType``) over raw pointers, built inside the entry point
+  from an int64 array of their addresses (``Model._kernel_addresses``), and the sizes
+  arrive at run time: ``dyn = (kernels, sizes)``;
 - **specialized** (a copy of the engine next to one system's generated ``_dynamics``
   module, ``compile(specialize=True)``): the same accessors below call that module's
-  kernels directly and return its sizes as constants, so numba inlines the kernels and
-  unrolls the loops over the state, as in a hand-written solver.
+  array kernels directly and return its sizes as constants, so numba inlines the
+  kernels and unrolls the loops over the state, as in a hand-written solver.
 
 Every engine function calls kernels and reads sizes only through the accessors here
 (``rhs_row(dyn, ...)``, ``n_states(dyn)``): a tier is a choice made in this one file.
-The kernel signatures (``kernel_signatures``) are the contract between the printer and
-the generic engine; docs/architecture.md describes them.
+
+Why raw pointers: a first-class call passes each array as its whole descriptor
+(pointer, shape, strides, owner: seven or more words), and one such call of Lorenz's
+right-hand side cost 26 ns against 8.7 ns with three pointers (measured: 10⁷ calls).
+The generated kernels index ``y[i]``, ``out[i]``, which numba compiles for arrays and
+pointers alike; the accessors pass pointers to the rows and offsets the engine means.
 """
 
 import llvmlite.ir as llir
@@ -31,11 +35,11 @@ except ImportError:
 
 SPECIALIZED = SYSTEM is not None
 
-# the kernels of the record, in slot order
+# the generic record's kernels (names in the generated module), in slot order
 KERNELS = (
-    "rhs_row",
-    "adjoint_row",
-    "jvp_row",
+    "rhs",
+    "adjoint",
+    "jvp",
     "vjp",
     "running",
     "running_grad",
@@ -53,21 +57,22 @@ INLINE = {"fastmath": {"contract"}, "error_model": "numpy"}
 
 
 def kernel_signatures(dtype):
-    """The numba signature of each kernel for states of ``dtype`` (a numba float type):
-    params, times and the adjoint's cotangents are float64."""
-    f8, i8, D = types.float64, types.int64, dtype
-    v = types.Array(D, 1, "C")
-    m = types.Array(D, 2, "C")
-    v8 = types.Array(f8, 1, "C")
+    """The numba signature of each kernel of the generic record for states of ``dtype``
+    (a numba float type): pointers to the state's dtype for states, stage values and
+    their scratch; to float64 for params, data and the adjoint's cotangents."""
+    f8 = types.float64
+    v = types.CPointer(dtype)
+    v8 = types.CPointer(f8)
+    void = types.void
     return {
-        "rhs_row": signature(types.void, f8, v, v8, m, i8),
-        "adjoint_row": signature(types.void, f8, v, v8, v, i8, m, i8, i8),
-        "jvp_row": signature(types.void, f8, v, v8, v, i8, v, m, i8, i8),
-        "vjp": signature(types.void, f8, v, v8, v8, v8, v8),
-        "running": signature(f8, f8, v, v8),
-        "running_grad": signature(types.void, f8, v, v8, v, v),
-        "observation": signature(f8, v, v8, v8),
-        "observation_grad": signature(types.void, v, v8, v8, v8, v8),
+        "rhs": signature(void, f8, v, v8, v),  # (t, y, p, out)
+        "adjoint": signature(void, f8, v, v8, v, v),  # (t, y, p, λ, out)
+        "jvp": signature(void, f8, v, v8, v, v, v),  # (t, y, p, v, w, out)
+        "vjp": signature(void, f8, v, v8, v8, v8, v8),  # (t, y, p, a, out_y, out_p)
+        "running": signature(f8, f8, v, v8),  # (t, y, p)
+        "running_grad": signature(void, f8, v, v8, v, v),  # (t, y, p, out_y, out_p)
+        "observation": signature(f8, v, v8, v8),  # (y, d, p)
+        "observation_grad": signature(void, v, v8, v8, v8, v8),  # (y, d, p, out_y, out_p)
     }
 
 
@@ -99,6 +104,34 @@ def _kernels(typingctx, addr, like):
         return context.make_tuple(builder, tup, vals)
 
     return tup(addr, like), codegen
+
+
+@intrinsic
+def ptr(typingctx, arr, offset):
+    """&arr[offset] of a C-contiguous 1-D array, as a raw pointer (no bounds check)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.gep(a.data, [args[1]])
+
+    return types.CPointer(arr.dtype)(arr, types.intp), codegen
+
+
+@intrinsic
+def row_ptr(typingctx, arr, r, o):
+    """&arr[r, o] of a C-contiguous 2-D array, as a raw pointer (no bounds check)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 2 and arr.layout == "C"):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a = context.make_array(sig.args[0])(context, builder, args[0])
+        ncols = cgutils.unpack_tuple(builder, a.shape, 2)[1]
+        index = builder.add(builder.mul(args[1], ncols), args[2])
+        return builder.gep(a.data, [index])
+
+    return types.CPointer(arr.dtype)(arr, types.intp, types.intp), codegen
 
 
 def record(addr, sizes, like):
@@ -133,30 +166,88 @@ n_params = _size(Z_NP, lambda: SYSTEM.N_PARAMS)
 has_running_cost = _size(Z_COST, lambda: SYSTEM.HAS_RUNNING_COST)
 
 
-def _kernel(name):
-    """The accessor ``name(dyn, *args)``: the system's kernel ``name``."""
-    slot = SLOT[name]
+def _accessor(name, doc, generic):
+    """An engine-side kernel call ``name(dyn, *args)``: in a specialized copy the
+    system's array kernel of that name, ``kernel(*args)``; in the generic tier
+    ``generic(dyn, *args)``, which calls the record's pointer kernel."""
 
     def accessor(dyn, *args):
         raise TypeError(f"{name} runs only inside compiled engine code")
 
     # not inlined in numba's IR (its inliner takes no *args); LLVM inlines the wrapper
     @overload(accessor, jit_options=INLINE)
-    def _accessor(dyn, *args):
+    def _impl(dyn, *args):
         if SPECIALIZED:
             kernel = getattr(SYSTEM, name)
             return lambda dyn, *args: kernel(*args)
-        return lambda dyn, *args: dyn[0][slot](*args)
+        return generic
 
     accessor.__name__ = name
+    accessor.__doc__ = doc
     return accessor
 
 
-rhs_row = _kernel("rhs_row")
-adjoint_row = _kernel("adjoint_row")
-jvp_row = _kernel("jvp_row")
-vjp = _kernel("vjp")
-running = _kernel("running")
-running_grad = _kernel("running_grad")
-observation = _kernel("observation")
-observation_grad = _kernel("observation_grad")
+Z = 0  # offset 0
+
+
+def _rhs(dyn, *args):
+    t, y, p, out, r = args
+    dyn[0][0](t, ptr(y, Z), ptr(p, Z), row_ptr(out, r, Z))
+
+
+def _adjoint(dyn, *args):
+    t, y, p, z, zo, out, r, o = args
+    dyn[0][1](t, ptr(y, Z), ptr(p, Z), ptr(z, zo), row_ptr(out, r, o))
+
+
+def _jvp(dyn, *args):
+    t, y, p, z, vo, w, out, r, o = args
+    dyn[0][2](t, ptr(y, Z), ptr(p, Z), ptr(z, vo), ptr(w, Z), row_ptr(out, r, o))
+
+
+def _vjp(dyn, *args):
+    t, y, p, a, out_y, out_p = args
+    dyn[0][3](t, ptr(y, Z), ptr(p, Z), ptr(a, Z), ptr(out_y, Z), ptr(out_p, Z))
+
+
+def _running(dyn, *args):
+    t, y, p = args
+    return dyn[0][4](t, ptr(y, Z), ptr(p, Z))
+
+
+def _running_grad(dyn, *args):
+    t, y, p, out_y, out_p = args
+    dyn[0][5](t, ptr(y, Z), ptr(p, Z), ptr(out_y, Z), ptr(out_p, Z))
+
+
+def _observation(dyn, *args):
+    y, d, p = args
+    return dyn[0][6](ptr(y, Z), ptr(d, Z), ptr(p, Z))
+
+
+def _observation_grad(dyn, *args):
+    y, d, p, out_y, out_p = args
+    dyn[0][7](ptr(y, Z), ptr(d, Z), ptr(p, Z), ptr(out_y, Z), ptr(out_p, Z))
+
+
+rhs_row = _accessor("rhs_row", "(dyn, t, y, p, out, r): out[r, :n] = f(t, y, p).", _rhs)
+adjoint_row = _accessor(
+    "adjoint_row",
+    "(dyn, t, y, p, z, zo, out, r, o): out[r, o:o+n+q] = the adjoint's right-hand side "
+    "for λ = z[zo:zo+n] (running cost included).",
+    _adjoint,
+)
+jvp_row = _accessor(
+    "jvp_row",
+    "(dyn, t, y, p, z, vo, w, out, r, o): out[r, o:o+n] = (∂f/∂y) z[vo:vo+n] + (∂f/∂p) w.",
+    _jvp,
+)
+vjp = _accessor("vjp", "(dyn, t, y, p, a, out_y, out_p): aᵀ∂f/∂y, aᵀ∂f/∂p.", _vjp)
+running = _accessor("running", "(dyn, t, y, p): the running cost g.", _running)
+running_grad = _accessor(
+    "running_grad", "(dyn, t, y, p, out_y, out_p): ∂g/∂y, ∂g/∂p.", _running_grad
+)
+observation = _accessor("observation", "(dyn, y, d, p): the observation cost φ.", _observation)
+observation_grad = _accessor(
+    "observation_grad", "(dyn, y, d, p, out_y, out_p): ∂φ/∂y, ∂φ/∂p.", _observation_grad
+)

@@ -95,6 +95,49 @@ def _kernel_sources() -> dict[str, str]:
     return files
 
 
+@functools.cache
+def engine_digest() -> str:
+    """A hash of the engine's sources (every ``kernels/*.py``) and numba's version."""
+    h = hashlib.sha256(numba.__version__.encode())
+    for path in sorted(kernels_dir().glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+ENGINE_STAMP = "symode-engine.sha256"
+
+
+def ensure_engine_cache(where: Path) -> bool:
+    """Keep numba's cache of the generic engine (directory ``where``) true to the
+    engine's sources: numba invalidates a cached function when its own file changes,
+    not when a file it calls into does (an edited ``kernels/dynamics.py`` would leave
+    ``integrate.py``'s cached entry points calling kernels the old way). A stamp file
+    holds ``engine_digest()``; on a mismatch the engine's cache files are removed
+    before anything loads them. Returns whether it removed any."""
+    stamp = where / ENGINE_STAMP
+    digest = engine_digest()
+    try:
+        if stamp.read_text() == digest:
+            return False
+    except OSError:
+        pass
+    stems = {p.stem for p in kernels_dir().glob("*.py")}
+    removed = False
+    for path in where.glob("*.nb[ic]") if where.exists() else []:
+        if path.name.split(".")[0] in stems:
+            path.unlink(missing_ok=True)
+            removed = True
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        tmp = where / f".{ENGINE_STAMP}-{uuid.uuid4().hex}"
+        tmp.write_text(digest)
+        os.replace(tmp, stamp)
+    except OSError:  # a read-only cache: numba falls back the same way
+        pass
+    return removed
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -5,6 +5,7 @@ Every kernel follows one in-place, allocation-free calling convention (DESIGN.md
 =====================================  ==================================================
 ``rhs(t, y, p, out)``                  ``out = f(t, y, p)``
 ``rhs_row(t, y, p, out, r)``           ``out[r, :] = f(t, y, p)`` (engine-internal)
+``adjoint(t, y, p, a, out)``           ``out = [-aᵀ∂f/∂y - ∂g/∂y, -aᵀ∂f/∂p - ∂g/∂p]`` (engine)
 ``vjp(t, y, p, a, out_y, out_p)``      ``out_y = aᵀ ∂f/∂y``, ``out_p = aᵀ ∂f/∂p``
 ``jvp(t, y, p, v, w, out)``            ``out = (∂f/∂y) v + (∂f/∂p) w``
 ``jac(t, y, p, out)``                  ``out = ∂f/∂y`` (n × n)
@@ -181,6 +182,13 @@ def generate_numba_source(system: ODESystem, loss: Loss | None = None) -> str:
     em.function(
         "adjoint_row(t, y, p, z, zo, out, r, o)",
         [(f"out[r, o + {j}]", e) for j, e in enumerate(lam_dot + mu_dot)],
+    )
+    # the same on flat buffers, λ = a[:n] and out = [λ', μ'] (the generic engine calls
+    # its kernels through raw pointers, kernels/dynamics.py)
+    back = {z: lam for lam, z in lz_subs.items()}
+    em.function(
+        "adjoint(t, y, p, a, out)",
+        [(f"out[{j}]", e.xreplace(back).xreplace(lam_subs)) for j, e in enumerate(lam_dot + mu_dot)],
     )
 
     J, Jp = system.jacobian(), system.param_jacobian()

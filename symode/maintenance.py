@@ -10,6 +10,7 @@ systems and the engine's compiled code.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import shutil
 import time
@@ -17,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import default_cache_dir, kernels_dir
+from .cache import ENGINE_STAMP, default_cache_dir, kernels_dir
 
-__all__ = ["warmup", "clear_cache", "engine_cache_dir"]
+__all__ = ["warmup", "clear_cache", "engine_cache_dir", "compile_events"]
 
 log = logging.getLogger("symode")
 
@@ -119,4 +120,42 @@ def clear_cache(cache_dir=None, engine: bool = True) -> list[Path]:
             if path.name.split(".")[0] in stems:
                 path.unlink(missing_ok=True)
                 removed.append(path)
+        (where / ENGINE_STAMP).unlink(missing_ok=True)
     return removed
+
+
+@contextlib.contextmanager
+def compile_events():
+    """Count numba's compilations inside the ``with`` block, by where the function
+    lives: ``{"engine": n, "kernels": m}`` (symode.kernels, a system's generated
+    kernels). A load from numba's on-disk cache is no compilation, so all zeros means
+    everything came from the caches.
+
+    Examples
+    --------
+    >>> with compile_events() as seen:  # doctest: +SKIP
+    ...     model.solve(y0, ts, p)
+    >>> seen  # doctest: +SKIP
+    {'engine': 0, 'kernels': 1}
+    """
+    from numba.core import event
+
+    counts = {"engine": 0, "kernels": 0}
+
+    class _Listener(event.Listener):
+        def on_start(self, ev):
+            module = ev.data["dispatcher"].py_func.__module__
+            if module.startswith("symode.kernels") or ".integrate" in module:
+                counts["engine"] += 1
+            elif module.endswith("._dynamics"):
+                counts["kernels"] += 1
+
+        def on_end(self, ev):
+            pass
+
+    listener = _Listener()
+    event.register("numba:compile", listener)
+    try:
+        yield counts
+    finally:
+        event.unregister("numba:compile", listener)

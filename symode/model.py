@@ -21,7 +21,7 @@ import sympy as sp
 from numba.core.errors import NumbaWarning
 from numba.experimental import function_type as _function_type
 
-from .cache import load_generated
+from .cache import ensure_engine_cache, load_generated
 from .codegen import entry_point, generate_numba_source
 from .errors import (
     BAD_T_EVAL_CODE,
@@ -44,17 +44,17 @@ _NO_ADDRESSES = np.zeros(0, np.int64)  # the specialized engine calls its kernel
 # The kernels each entry point (or adjoint mode) of the generic engine may call
 # (kernels/dynamics.py): only these are compiled for it. The loss kernels are the
 # zero functions when the system has no loss.
-_FORWARD_KERNELS = ("rhs_row",)
+_FORWARD_KERNELS = ("rhs",)
 _LOSS_KERNELS = ("running", "observation", "observation_grad")
 _KERNELS_NEEDED = {
     "solve_forward": _FORWARD_KERNELS,
     "solve_dense": _FORWARD_KERNELS,
     "dense_query": _FORWARD_KERNELS,
     "solve_ensemble": _FORWARD_KERNELS,
-    "backsolve": ("rhs_row", "adjoint_row", *_LOSS_KERNELS),
-    "checkpoint": ("rhs_row", "adjoint_row", *_LOSS_KERNELS),
-    "discrete": ("rhs_row", "vjp", "running_grad", *_LOSS_KERNELS),
-    "forward": ("rhs_row", "jvp_row", "running_grad", *_LOSS_KERNELS),
+    "backsolve": ("rhs", "adjoint", *_LOSS_KERNELS),
+    "checkpoint": ("rhs", "adjoint", *_LOSS_KERNELS),
+    "discrete": ("rhs", "vjp", "running_grad", *_LOSS_KERNELS),
+    "forward": ("rhs", "jvp", "running_grad", *_LOSS_KERNELS),
 }
 
 
@@ -218,6 +218,16 @@ def _engine_compile(what: str):
 
 
 @functools.cache
+def _check_engine_cache() -> None:
+    """Once per process, before the generic engine's first use: its numba cache must
+    match its sources (cache.ensure_engine_cache)."""
+    from .kernels import integrate
+
+    with _engine_compile("engine-stamp"):
+        ensure_engine_cache(Path(integrate.solve_forward.stats.cache_path))
+
+
+@functools.cache
 def _lock_dir():
     from .cache import _writable_root, default_cache_dir
 
@@ -307,6 +317,7 @@ class Model:
                 )
                 lock = f"{Path(self.path).name}.{function}-{dtype}"
             else:
+                _check_engine_cache()
                 group, function = _generic_entry(name, mode)
                 engine = importlib.import_module(f"symode.kernels.{group}")
                 needs = _KERNELS_NEEDED[mode or name]

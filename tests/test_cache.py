@@ -149,7 +149,6 @@ def test_first_process_writes_module_and_numba_index(primed):
     assert_meta_consistent(directory)
     index = result["kernel_index"]
     assert any(name.startswith("_dynamics.rhs-") for name in index), index
-    assert any(name.startswith("_dynamics.rhs_row-") for name in index), index
     assert not any(name.startswith(("integrate.", "adjoint.")) for name in index), index
     # rtol 1e-10: the global error of dopri5 is a small multiple of rtol here
     np.testing.assert_allclose(result["y"], worker_exact(), rtol=0, atol=1e-9)
@@ -288,7 +287,10 @@ def test_concurrent_compiles_of_the_same_system(tmp_path):
         stdout, stderr = proc.communicate(timeout=TIMEOUT)
         assert proc.returncode == 0, stderr[-4000:]
         outputs.append(json.loads(stdout.strip().splitlines()[-1]))
-    assert outputs[0] == outputs[1]
+    # the same module and results (one of them compiled the kernel, the other may
+    # have loaded it: the compile counts may differ)
+    for key in ("path", "rhs"):
+        assert outputs[0][key] == outputs[1][key]
     np.testing.assert_allclose(outputs[0]["rhs"], WORKER_RHS, rtol=1e-15)
     (directory,) = module_dirs(cache)
     assert Path(outputs[0]["path"]) == directory
@@ -374,3 +376,24 @@ def test_key_ignores_sources_that_do_not_shape_the_generated_text(monkeypatch):
     assert digest() == before
     monkeypatch.setattr(Path, "read_bytes", edited("codegen.py"))
     assert digest() != before
+
+
+def test_engine_cache_is_cleared_when_the_engine_sources_change(tmp_path, monkeypatch):
+    """numba invalidates a cached function when its own file changes, not when a file
+    it calls into does: symode stamps the engine's cache with a digest of all its
+    sources and clears the engine's cache files on a mismatch (other files stay)."""
+    from symode import cache
+
+    engine_file = tmp_path / "integrate.solve_forward-400.py311.nbi"
+    other_file = tmp_path / "elsewhere.f-1.py311.nbi"
+    for path in (engine_file, other_file):
+        path.write_text("")
+    assert cache.ensure_engine_cache(tmp_path)  # no stamp yet: cleared
+    assert not engine_file.exists() and other_file.exists()
+    assert (tmp_path / cache.ENGINE_STAMP).read_text() == cache.engine_digest()
+    engine_file.write_text("")
+    assert not cache.ensure_engine_cache(tmp_path)  # same sources: kept
+    assert engine_file.exists()
+    monkeypatch.setattr(cache, "engine_digest", lambda: "an edited engine")
+    assert cache.ensure_engine_cache(tmp_path)
+    assert not engine_file.exists() and other_file.exists()

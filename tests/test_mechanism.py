@@ -17,17 +17,17 @@ from symode.kernels import dynamics
 
 
 def test_function_type_data_model_has_the_fields_symode_fills():
-    sig = dynamics.kernel_signatures(types.float64)["rhs_row"]
+    sig = dynamics.kernel_signatures(types.float64)["rhs"]
     model = datamodel.default_manager.lookup(types.FunctionType(sig))
     assert tuple(model._fields) == ("c_addr", "py_addr", "jit_addr")
 
 
 def test_address_helpers_exist_and_return_addresses():
     @njit
-    def twice(t, y, p, out, r):
-        out[r, 0] = 2.0 * y[0]
+    def twice(t, y, p, out):
+        out[0] = 2.0 * y[0]
 
-    sig = dynamics.kernel_signatures(types.float64)["rhs_row"]
+    sig = dynamics.kernel_signatures(types.float64)["rhs"]
     twice.compile(sig.args)
     assert function_type._get_wrapper_address(twice, sig) > 0
     assert function_type._get_jit_address(twice, sig) > 0
@@ -36,26 +36,26 @@ def test_address_helpers_exist_and_return_addresses():
 @njit
 def _call_rhs_row(addr, sizes, y, p, out):
     dyn = dynamics.record(addr, sizes, y)
-    dynamics.rhs_row(dyn, 0.0, y, p, out, 0)
+    dynamics.rhs_row(dyn, 0.0, y, p, out, 1)  # row 1 of out
     return dynamics.n_states(dyn)
 
 
 def test_a_kernel_called_through_its_addresses(tmp_path):
-    """The record built from addresses calls the kernel (native address) for both
-    dtypes, with run-time sizes."""
+    """The record built from addresses calls the kernel (native address, raw pointers
+    to the row the engine means) for both dtypes, with run-time sizes."""
 
     @njit
-    def affine(t, y, p, out, r):
-        out[r, 0] = p[0] * y[0] + p[1]
+    def affine(t, y, p, out):
+        out[0] = p[0] * y[0] + p[1]
 
     for dtype in (np.float64, np.float32):
-        sig = dynamics.kernel_signatures(numba.from_dtype(np.dtype(dtype)))["rhs_row"]
+        sig = dynamics.kernel_signatures(numba.from_dtype(np.dtype(dtype)))["rhs"]
         affine.compile(sig.args)
         addr = np.zeros(2 * len(dynamics.KERNELS), np.int64)
-        slot = dynamics.SLOT["rhs_row"]
+        slot = dynamics.SLOT["rhs"]
         addr[2 * slot] = function_type._get_wrapper_address(affine, sig)
         addr[2 * slot + 1] = function_type._get_jit_address(affine, sig)
         sizes = np.array([1, 2, 0, 0], np.int64)
-        out = np.zeros((1, 1), dtype)
+        out = np.zeros((2, 1), dtype)
         n = _call_rhs_row(addr, sizes, np.array([3.0], dtype), np.array([2.0, 0.5]), out)
-        assert n == 1 and out[0, 0] == 6.5
+        assert n == 1 and out[1, 0] == 6.5 and out[0, 0] == 0.0
