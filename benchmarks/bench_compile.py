@@ -4,7 +4,7 @@
   the cache) and the first ``solve`` (numba compiles the kernels and the engine) are
   timed separately. numba's compile events give the per-function compile times.
 - warm: the same cache directory, now full, in new processes (median of 3): ``import
-  symode``, ``compile()`` and the first ``solve`` timed separately. DESIGN.md: warm
+  symode``, ``compile()`` and the first ``solve`` timed separately. ../shared/DESIGN.md: warm
   load = compile() + first solve, after ``import symode``.
 - derive: ``symode.codegen.generate_numba_source(system)`` in a fresh process (it runs
   every derivation, CSE and printing) for the 100-state system.

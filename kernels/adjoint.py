@@ -894,13 +894,16 @@ def running_integral(method, dyn, t0, t1, y0, p, iopt, fopt, atol, grid, st):
     return Z[0, n]
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def gradient(
     method, mode, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol,
     grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
     """The entry point of one trajectory's gradient (``adjoint_gradient``; the kernels
-    arrive as their addresses, ``dynamics.record``)."""
+    arrive as their addresses, ``dynamics.record``). ``mode`` is a literal: this is
+    compiled once per mode, and ``gradient_ensemble`` calls the same compiled function
+    for each trajectory (an inlined copy doubled the compile time of a batched
+    gradient)."""
     adjoint_gradient(
         method, record(addr, sizes, y0), mode, t0, t1, y0, p, t_obs, cot, data, use_loss,
         iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value,
@@ -914,11 +917,10 @@ def gradient_ensemble(
     grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
 ):  # fmt: skip
     for i in prange(Y0.shape[0]):
-        # the record is made inside the loop (see ensemble.solve_ensemble)
-        adjoint_gradient(
-            method, record(addr, sizes, Y0[i]), mode, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, iopt,
-            fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i], ST_F[i], ST_B[i],
-            VALUE[i], Y_OUT[i],
+        gradient(
+            method, mode, addr, sizes, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i],
+            use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i],
+            ST_F[i], ST_B[i], VALUE[i], Y_OUT[i],
         )  # fmt: skip
 
 

@@ -2,6 +2,18 @@
 
 __version__ = "0.1.0"
 
+import logging as _logging
+
+# symode's own logger says when a first call compiles (a long silence looks like a
+# hang): INFO lines on stderr unless the application configures the "symode" logger
+_log = _logging.getLogger("symode")
+if not _log.handlers:
+    _handler = _logging.StreamHandler()
+    _handler.setFormatter(_logging.Formatter("%(message)s"))
+    _log.addHandler(_handler)
+    _log.setLevel(_logging.INFO)
+    _log.propagate = False
+
 from .errors import (  # noqa: E402
     DuplicateSymbolError,
     IntegrationError,
@@ -14,6 +26,7 @@ from .errors import (  # noqa: E402
     UndeclaredSymbolError,
     UnsupportedFunctionError,
 )
+from .gradients import Gradient  # noqa: E402
 from .ivp import solve_ivp  # noqa: E402
 from .model import Model, Solution  # noqa: E402
 from .system import AdjointEquations, Loss, ODESystem, SensitivityEquations  # noqa: E402
@@ -23,6 +36,7 @@ __all__ = [
     "ODESystem",
     "Model",
     "Solution",
+    "Gradient",
     "solve_ivp",
     "ButcherTableau",
     "TABLEAUS",
@@ -40,3 +54,13 @@ __all__ = [
     "IntegrationError",
     "Status",
 ]
+
+
+def __getattr__(name):
+    """``symode.testing`` after ``import symode``, as ``numpy.testing`` (imported on
+    first use)."""
+    if name == "testing":
+        import importlib
+
+        return importlib.import_module(".testing", __name__)
+    raise AttributeError(f"module 'symode' has no attribute {name!r}")

@@ -1,6 +1,7 @@
 """Print an ODESystem's derived expressions as the Python source of numba kernels.
 
-Every kernel follows one in-place, allocation-free calling convention (DESIGN.md):
+Every kernel follows one in-place, allocation-free calling convention
+(docs/architecture.md, "The dynamics contract"):
 
 =====================================  ==================================================
 ``rhs(t, y, p, out)``                  ``out = f(t, y, p)``
@@ -188,7 +189,10 @@ def generate_numba_source(system: ODESystem, loss: Loss | None = None) -> str:
     back = {z: lam for lam, z in lz_subs.items()}
     em.function(
         "adjoint(t, y, p, a, out)",
-        [(f"out[{j}]", e.xreplace(back).xreplace(lam_subs)) for j, e in enumerate(lam_dot + mu_dot)],
+        [
+            (f"out[{j}]", e.xreplace(back).xreplace(lam_subs))
+            for j, e in enumerate(lam_dot + mu_dot)
+        ],
     )
 
     J, Jp = system.jacobian(), system.param_jacobian()

@@ -51,7 +51,8 @@ class Gradient:
     t : (T,) or (B, T)       ∂L/∂t_eval (raw cotangents only, else None): moving output
                              time i > 0 gives cotᵢ·f(tᵢ, yᵢ); moving t_eval[0] = t0 (the
                              start, y0 held) gives −λ(t0⁺)·f(t0, y0)
-    value : float or (B,)    the loss (0 with raw cotangents: the loss is yours)
+    value : float or (B,)    the loss: the compiled symbolic loss's value, or None with
+                             raw cotangents (the loss is yours)
     y : (T, n) or (B, T, n)  the forward solution at t_eval
     stats : dict             forward and backward nfev / naccept / nreject
     status, message          as in :class:`Solution`
@@ -175,7 +176,11 @@ def compute_gradient(
     lead = (B,) if batched else ()  # the engine takes (T, ·) for one trajectory
     if use_loss:
         if model.loss is None:
-            raise ValueError("pass cotangent=, or compile the system with loss=symode.Loss(...)")
+            raise ValueError(
+                "value_and_grad needs a symbolic loss: compile the system with "
+                "loss=symode.Loss(...), or call model.vjp(y0, t_eval, params, cotangent=...) "
+                "with ∂L/∂y at each output time"
+            )
         nd = len(model.loss.data)
         if nd:
             if data is None:
@@ -269,7 +274,7 @@ def compute_gradient(
             "forward": {"nfev": ST_F[:, 1], "naccept": ST_F[:, 2], "nreject": ST_F[:, 3]},
             "backward": {"nfev": ST_B[:, 1], "naccept": ST_B[:, 2], "nreject": ST_B[:, 3]},
         }
-        value, status, message = VALUE[:, 0], codes, msgs
+        value, status, message = (VALUE[:, 0] if use_loss else None), codes, msgs
     else:
         st = ST.tolist()
         sf, sb = st[:5], st[5:]
@@ -283,7 +288,8 @@ def compute_gradient(
             "forward": {"nfev": sf[1], "naccept": sf[2], "nreject": sf[3]},
             "backward": {"nfev": sb[1], "naccept": sb[2], "nreject": sb[3]},
         }
-        value, status, message = float(VALUE[0]), _STATUS[code], _message(code, sf[0])
+        value = float(VALUE[0]) if use_loss else None
+        status, message = _STATUS[code], _message(code, sf[0])
 
     def time_grad():
         if use_loss:

@@ -46,7 +46,7 @@ def _warm_one(task: tuple[str, str], cache_dir) -> tuple[str, str, float]:
     """Compile (or load) the entry points of one (dtype, what) in this process."""
     dtype, what = task
     system, loss = _warm_system()
-    model = system.compile(loss=loss, cache_dir=cache_dir)
+    model = system.compile(loss=loss, cache_dir=cache_dir, verbose=False)
     ts = np.linspace(0.0, 1.0, 3)
     data = np.zeros((3, 1))
     start = time.perf_counter()
@@ -61,7 +61,11 @@ def _warm_one(task: tuple[str, str], cache_dir) -> tuple[str, str, float]:
     return dtype, what, time.perf_counter() - start
 
 
-def warmup(dtypes=DTYPES, modes=ADJOINT_MODES, jobs: int = 1, cache_dir=None) -> list:
+# the warm-up tasks in decreasing compile cost, so that parallel jobs finish together
+_COST_ORDER = ("checkpoint", "backsolve", "forward", "discrete", "solve")
+
+
+def warmup(dtypes=DTYPES, modes=ADJOINT_MODES, jobs: int = 1, cache_dir=None, tasks=None) -> list:
     """Compile the generic engine's entry points ahead of time.
 
     Parameters
@@ -71,20 +75,24 @@ def warmup(dtypes=DTYPES, modes=ADJOINT_MODES, jobs: int = 1, cache_dir=None) ->
         "forward"); solves, dense output and ensembles are always compiled
     jobs : processes compiling at once (each entry point compiles in one process)
     cache_dir : where the small warm-up system's kernels go (default: symode's cache)
+    tasks : explicit (dtype, what) pairs instead of dtypes × modes, what being
+        "solve" or an adjoint mode
 
     Returns
     -------
     list of (dtype, what, seconds), in completion order. Entry points already in
     numba's cache load in milliseconds.
     """
-    tasks = [(dt, what) for dt in dtypes for what in ("solve", *modes)]
+    if tasks is None:
+        tasks = [(dt, what) for dt in dtypes for what in ("solve", *modes)]
+    tasks = sorted(tasks, key=lambda task: _COST_ORDER.index(task[1]))
     done = []
-    if jobs <= 1:
+    if jobs <= 1 or len(tasks) <= 1:
         for task in tasks:
             done.append(_warm_one(task, cache_dir))
             log.info("symode warmup: %s %s in %.1f s", *done[-1])
         return done
-    with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
+    with concurrent.futures.ProcessPoolExecutor(min(jobs, len(tasks))) as pool:
         futures = [pool.submit(_warm_one, task, cache_dir) for task in tasks]
         for future in concurrent.futures.as_completed(futures):
             done.append(future.result())

@@ -10,8 +10,11 @@ import contextlib
 import fcntl
 import functools
 import importlib
+import logging
 import math
+import threading
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +36,7 @@ from .errors import (
 )
 from .gradients import compute_gradient
 from .kernels import dynamics as _dynamics_contract
-from .system import Loss, ODESystem
+from .system import Loss, ODESystem, _symbol_name
 from .tableaus import METHOD_IDS, ButcherTableau, get_tableau, packed_tableau
 
 __all__ = ["Model", "Solution", "compile_system"]
@@ -141,6 +144,23 @@ def _as_float_array(x, name: str, dtype, copy: bool = True, finite: bool = True)
     return a
 
 
+def _from_mapping(values: Mapping, symbols, what: str) -> list:
+    """``values`` keyed by symbol or by name, in the order of ``symbols``; each entry a
+    number or, for a batch, a sequence. Missing and unknown keys are named."""
+    names = [_symbol_name(s) for s in symbols]
+    by_name = {}
+    for key, value in values.items():
+        name = _symbol_name(key) if isinstance(key, sp.Basic) else str(key)
+        if name not in names:
+            raise ShapeError(f"{what} has an unknown key {name!r}; expected {names}")
+        by_name[name] = value
+    missing = [name for name in names if name not in by_name]
+    if missing:
+        raise ShapeError(f"{what} is missing {missing} (expected keys {names})")
+    columns = [np.asarray(by_name[name], np.float64) for name in names]
+    return np.stack(np.broadcast_arrays(*columns), axis=-1) if columns else []
+
+
 def all_finite(a: np.ndarray) -> bool:
     """Whether every entry of a is finite; small arrays in Python, where numpy's
     ``isfinite(a).all()`` costs ~4 µs of call overhead (twice per solve)."""
@@ -190,31 +210,60 @@ class _FirstCall:
     specialization it needs, under a lock shared by the processes of this machine (two
     pytest or Dask workers compile an engine function once, the second loads it), with
     numba's one warning about first-class functions silenced (symode relies on them on
-    purpose: docs/architecture.md). Then the entry replaces itself in ``entries``."""
+    purpose: docs/architecture.md). A call that takes more than a moment says so on the
+    ``symode`` logger. Then the entry replaces itself in ``entries``."""
 
-    def __init__(self, fn, entries: dict, key, what: str):
+    def __init__(self, fn, entries: dict, key, what: str, verbose: bool):
         self.fn, self.entries, self.key, self.what = fn, entries, key, what
+        self.verbose = verbose
 
     def __call__(self, *args):
-        with _engine_compile(self.what):
+        with _engine_compile(self.what, self.verbose):
             result = self.fn(*args)
         self.entries[self.key] = self.fn
         return result
 
 
+# a compile (or first load) longer than this is announced on the ``symode`` logger
+ANNOUNCE_AFTER_S = 1.0
+log = logging.getLogger("symode")
+
+
 @contextlib.contextmanager
-def _engine_compile(what: str):
+def _engine_compile(what: str, verbose: bool = False):
     """Compile (or load) ``what`` under an inter-process lock of that name in symode's
-    cache root."""
+    cache root; with ``verbose``, say so if it takes longer than ``ANNOUNCE_AFTER_S``."""
     lock_path = _lock_dir() / f"{what}.lock"
-    with open(lock_path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError:  # a filesystem without locks: compile without one
-            pass
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*First-class function type", NumbaWarning)
-            yield
+    timer = None
+    if verbose:
+        message = (
+            f"symode: compiling {_describe(what)} with numba (first use on this machine; "
+            "cached for later runs)"
+        )
+        timer = threading.Timer(ANNOUNCE_AFTER_S, log.info, (message,))
+        timer.daemon = True
+        timer.start()
+    try:
+        with open(lock_path, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except OSError:  # a filesystem without locks: compile without one
+                pass
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", ".*First-class function type", NumbaWarning)
+                yield
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _describe(what: str) -> str:
+    """A lock name as words: "adjoint.gradient_checkpoint-float64" → "the engine's
+    adjoint.gradient_checkpoint (float64)"."""
+    name, _, dtype = what.rpartition("-")
+    if name.startswith("kernels-"):
+        return f"this system's kernels ({dtype})"
+    return f"the engine's {name} ({dtype})"
 
 
 @functools.cache
@@ -251,8 +300,10 @@ class Model:
         path,
         loss: Loss | None,
         specialized: bool = False,
+        verbose: bool = True,
     ):
         self.system = system
+        self.verbose = verbose
         self.source = source
         self.path = path
         self.loss = loss
@@ -321,11 +372,11 @@ class Model:
                 group, function = _generic_entry(name, mode)
                 engine = importlib.import_module(f"symode.kernels.{group}")
                 needs = _KERNELS_NEEDED[mode or name]
-                with _engine_compile(f"kernels-{Path(self.path).name}-{dtype}"):
+                with _engine_compile(f"kernels-{Path(self.path).name}-{dtype}", self.verbose):
                     addr = self._kernel_addresses(dtype, needs)
                 fn = functools.partial(getattr(engine, function), method.data, addr, self._sizes)
                 lock = f"{group}.{function}-{dtype}"
-            fn = self._entries[key] = _FirstCall(fn, self._entries, key, lock)
+            fn = self._entries[key] = _FirstCall(fn, self._entries, key, lock, self.verbose)
         return fn
 
     def _dispatcher(self, name: str, method: _Method, mode: str | None = None, dtype=np.float64):
@@ -342,6 +393,10 @@ class Model:
     # -- input handling ---------------------------------------------------------------
     def _inputs(self, y0, params, dtype):
         n, n_p = self.system.n_states, self.system.n_params
+        if isinstance(y0, Mapping):
+            y0 = _from_mapping(y0, self.system.states, "y0")
+        if isinstance(params, Mapping):
+            params = _from_mapping(params, self.system.params, "params")
         y0 = _as_float_array(y0, "y0", dtype, copy=False)
         params = _as_float_array(
             params if params is not None else [], "params", np.float64, copy=False
@@ -631,6 +686,7 @@ def compile_system(
     loss: Loss | None = None,
     cache_dir=None,
     specialize: bool = False,
+    verbose: bool = True,
 ):
     """Generate, cache and load the kernels of ``system`` (see :meth:`ODESystem.compile`)."""
     if backend != "numba":
@@ -641,4 +697,4 @@ def compile_system(
     pkg, path, source = load_generated(
         lambda: generate_numba_source(system, loss), canonical, backend, cache_dir, specialize
     )
-    return Model(system, source, pkg, path, loss, specialize)
+    return Model(system, source, pkg, path, loss, specialize, verbose)

@@ -441,6 +441,7 @@ class ODESystem:
         loss: Loss | None = None,
         cache_dir=None,
         specialize: bool = False,
+        verbose: bool = True,
     ):
         """Print the derived expressions as compiled kernels and return a :class:`Model`.
 
@@ -460,9 +461,18 @@ class ODESystem:
             constants (the fastest runs: for long production solves), compiled per
             method and adjoint mode on first use (tens of seconds each, then cached).
             See docs/architecture.md, "Two tiers".
+        verbose : bool
+            Say on the ``symode`` logger (stderr by default) when a first call compiles
+            for more than a moment. ``logging.getLogger("symode").setLevel("WARNING")``
+            silences it everywhere.
         """
         from .model import compile_system
 
         return compile_system(
-            self, backend=backend, loss=loss, cache_dir=cache_dir, specialize=specialize
+            self,
+            backend=backend,
+            loss=loss,
+            cache_dir=cache_dir,
+            specialize=specialize,
+            verbose=verbose,
         )
