@@ -65,18 +65,20 @@ class _NumbaPrinter(PythonCodePrinter):
         return super()._print_Pow(expr, rational=rational)
 
 
-def _check_printable(exprs, printer: _NumbaPrinter) -> None:
-    """Raise UnsupportedFunctionError naming the first function the printer cannot print."""
+def _check_printable(exprs, printer: _NumbaPrinter, back: dict) -> None:
+    """Raise UnsupportedFunctionError naming the first function the printer cannot print,
+    in the user's own names (``back`` maps the synthetic symbols back)."""
     for e in exprs:
         for node in sp.preorder_traversal(e):
+            user = node.xreplace(back) if isinstance(node, sp.Basic) else node
             if isinstance(node, AppliedUndef):
                 raise UnsupportedFunctionError(
-                    f"undefined function {node.func.__name__!r} (in {node}) cannot be compiled: "
+                    f"undefined function {node.func.__name__!r} (in {user}) cannot be compiled: "
                     "define it as an expression of states, params and t"
                 )
             if isinstance(node, (sp.Derivative, sp.Subs, sp.Integral)):
                 raise UnsupportedFunctionError(
-                    f"unevaluated {type(node).__name__} {node} cannot be compiled"
+                    f"unevaluated {type(node).__name__} {user} cannot be compiled"
                 )
             if isinstance(node, sp.Function):
                 try:
@@ -85,7 +87,7 @@ def _check_printable(exprs, printer: _NumbaPrinter) -> None:
                     raise
                 except Exception:
                     raise UnsupportedFunctionError(
-                        f"function {node.func.__name__!r} (in {node}) has no numba translation"
+                        f"function {node.func.__name__!r} (in {user}) has no numba translation"
                     ) from None
 
 
@@ -108,8 +110,14 @@ def _placeholders(em: _Emitter, name: str, n: int, offset: str = "") -> list[sp.
 
 
 class _Emitter:
-    def __init__(self, system: ODESystem, loss: Loss | None):
+    """Emits the kernels. A kernel whose expressions cannot be printed is left out and
+    listed in ``missing`` (a derivative such as gamma's polygamma must not block a solve),
+    unless it is ``required`` or named by ``strict`` (then the error is raised)."""
+
+    def __init__(self, system: ODESystem, loss: Loss | None, strict: str | None = None):
         self.system = system
+        self.strict = strict
+        self.missing: list[str] = []
         self.printer = _NumbaPrinter()
         n, np_ = system.n_states, system.n_params
         self.subs = dict(zip(system.states, _vector_syms("y", n)))
@@ -119,12 +127,22 @@ class _Emitter:
             self.subs.update(zip(loss.data, _vector_syms("d", len(loss.data))))
         self.lines: list[str] = []
 
-    def function(self, signature: str, outputs: list[tuple[str, sp.Expr]], returns=None):
+    def function(
+        self, signature: str, outputs: list[tuple[str, sp.Expr]], returns=None, required=False
+    ):
         """Emit one @njit function: CSE over all outputs, then assignments."""
+        name = signature.split("(")[0]
         exprs = [sp.sympify(e).xreplace(self.subs) for _, e in outputs]
         if returns is not None:
             exprs.append(sp.sympify(returns).xreplace(self.subs))
-        _check_printable(exprs, self.printer)
+        back = {v: k for k, v in self.subs.items()}
+        try:
+            _check_printable(exprs, self.printer, back)
+        except UnsupportedFunctionError:
+            if required or self.strict == name:
+                raise
+            self.missing.append(name)
+            return
         temps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("c_"), order="none")
         body = [f"    {s} = {self.printer.doprint(v)}" for s, v in temps]
         ret = reduced.pop() if returns is not None else None
@@ -150,18 +168,31 @@ def _zero_fill(target: str) -> tuple[str, sp.Expr]:
     return (f"{target}[:]", sp.S.Zero)
 
 
-def generate_numba_source(system: ODESystem, loss: Loss | None = None) -> str:
-    """The text of the ``_dynamics`` module for ``system`` (and ``loss``)."""
+def generate_numba_source(
+    system: ODESystem, loss: Loss | None = None, strict: str | None = None
+) -> str:
+    """The text of the ``_dynamics`` module for ``system`` (and ``loss``).
+
+    The right-hand side must print (else UnsupportedFunctionError); a derived kernel
+    that cannot (a derivative with no numba translation) is left out and named in the
+    module's ``MISSING`` tuple; ``strict`` names one kernel whose error to raise instead
+    (``kernel_error``)."""
     n, np_ = system.n_states, system.n_params
-    em = _Emitter(system, loss)
+    em = _Emitter(system, loss, strict)
     a = _placeholders(em, "a", n)
     v = _placeholders(em, "v", n)
     w = _placeholders(em, "w", np_)
 
-    em.function("rhs(t, y, p, out)", [(f"out[{i}]", e) for i, e in enumerate(system.rhs)])
+    em.function(
+        "rhs(t, y, p, out)", [(f"out[{i}]", e) for i, e in enumerate(system.rhs)], required=True
+    )
     # the same, writing row r of a 2-D array: the engine's stages (a row view costs a
     # reference-count round trip per call, a measurable share of a small system's step)
-    em.function("rhs_row(t, y, p, out, r)", [(f"out[r, {i}]", e) for i, e in enumerate(system.rhs)])
+    em.function(
+        "rhs_row(t, y, p, out, r)",
+        [(f"out[r, {i}]", e) for i, e in enumerate(system.rhs)],
+        required=True,
+    )
 
     adj = system.adjoint()
     lam_subs = dict(zip(adj.lam, a))
@@ -253,8 +284,19 @@ def generate_numba_source(system: ODESystem, loss: Loss | None = None) -> str:
         f"N_PARAMS = {np_}",
         f"N_DATA = {0 if loss is None else len(loss.data)}",
         "HAS_RUNNING_COST = " + str(loss is not None and loss_.running != 0),
+        f"MISSING = {tuple(em.missing)!r}  # kernels that could not be printed",
     ]
     return "\n".join(header + em.lines) + "\n"
+
+
+def kernel_error(system: ODESystem, loss: Loss | None, name: str) -> str:
+    """Why kernel ``name`` of the system could not be printed (generation again, raising
+    that kernel's error): for the message when a call needs it."""
+    try:
+        generate_numba_source(system, loss, strict=name)
+    except UnsupportedFunctionError as err:
+        return str(err)
+    return "unknown reason"
 
 
 # The engine's entry points and their arguments after the method. In the specialized

@@ -25,13 +25,14 @@ from numba.core.errors import NumbaWarning
 from numba.experimental import function_type as _function_type
 
 from .cache import ensure_engine_cache, load_generated
-from .codegen import entry_point, generate_numba_source
+from .codegen import entry_point, generate_numba_source, kernel_error
 from .errors import (
     BAD_T_EVAL_CODE,
     IntegrationError,
     NonFiniteInputError,
     ShapeError,
     Status,
+    UnsupportedFunctionError,
     t_eval_error,
 )
 from .gradients import compute_gradient
@@ -360,6 +361,7 @@ class Model:
         key = (name, method.id, mode, dtype)
         fn = self._entries.get(key)
         if fn is None:
+            self._require(_KERNELS_NEEDED[mode or name], mode or name)
             dtype = np.dtype(dtype)
             if self.specialized:
                 module, function = entry_point(name, method.id, mode)
@@ -378,6 +380,17 @@ class Model:
                 lock = f"{group}.{function}-{dtype}"
             fn = self._entries[key] = _FirstCall(fn, self._entries, key, lock, self.verbose)
         return fn
+
+    def _require(self, names, what: str) -> None:
+        """Raise UnsupportedFunctionError if a kernel that ``what`` needs could not be
+        printed for this system (codegen leaves it out), naming it and why."""
+        missing = [k for k in names if k in getattr(self.kernels, "MISSING", ())]
+        if missing:
+            reason = kernel_error(self.system, self.loss, missing[0])
+            raise UnsupportedFunctionError(
+                f"{what} needs the kernel {missing[0]!r}, which cannot be compiled for this "
+                f"system: {reason}"
+            )
 
     def _dispatcher(self, name: str, method: _Method, mode: str | None = None, dtype=np.float64):
         """The numba dispatcher behind an entry point (for introspection: signatures,

@@ -27,18 +27,32 @@ from .errors import (
 __all__ = ["ODESystem", "AdjointEquations", "SensitivityEquations", "Loss"]
 
 
+# piecewise-constant functions: SymPy leaves their derivative unevaluated
+_STEP_FUNCTIONS = (sp.floor, sp.ceiling)
+
+
+def _is_step_derivative(node) -> bool:
+    return isinstance(node, sp.Derivative) and isinstance(node.expr, _STEP_FUNCTIONS)
+
+
 def _drop_dirac_delta(expr: sp.Expr, what: str) -> sp.Expr:
-    """Replace DiracDelta (from differentiating Heaviside) by its a.e. value 0, with a warning."""
-    if not expr.has(sp.DiracDelta):
+    """Replace DiracDelta (from differentiating Heaviside or sign) and the unevaluated
+    derivatives of floor and ceiling by their almost-everywhere value 0, with a
+    warning."""
+    steps = expr.atoms(sp.Derivative) and any(
+        _is_step_derivative(d) for d in expr.atoms(sp.Derivative)
+    )
+    if not expr.has(sp.DiracDelta) and not steps:
         return expr
     warnings.warn(
-        f"{what}: DiracDelta from differentiating a discontinuity (Heaviside, sign) was "
-        "replaced by its almost-everywhere value 0; gradients across the jump are not "
-        "represented.",
+        f"{what}: the derivative of a discontinuity (DiracDelta from Heaviside or sign; "
+        "floor, ceiling) was replaced by its almost-everywhere value 0; gradients across "
+        "the jump are not represented.",
         RuntimeWarning,
         stacklevel=4,
     )
-    return expr.replace(sp.DiracDelta, lambda *args: sp.S.Zero)
+    expr = expr.replace(sp.DiracDelta, lambda *args: sp.S.Zero)
+    return expr.replace(_is_step_derivative, lambda d: sp.S.Zero)
 
 
 def _diff(expr: sp.Expr, var: sp.Basic, what: str) -> sp.Expr:
@@ -53,6 +67,10 @@ def _sympify_expr(e, where: str) -> sp.Expr:
     if isinstance(e, sp.Basic):
         if isinstance(e, sp.Expr) and e.has(sp.I):
             raise SystemDefinitionError(f"{where} is complex ({e}): symode integrates real ODEs")
+        if isinstance(e, sp.Expr) and e.has(sp.nan, sp.zoo, sp.oo, -sp.oo):
+            raise SystemDefinitionError(
+                f"{where} contains a non-finite constant (nan, zoo or oo): {e}"
+            )
         if not isinstance(e, sp.Expr):
             raise InvalidStateError(
                 f"{where} must be a SymPy expression, got {type(e).__name__}: {e}"
