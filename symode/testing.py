@@ -130,6 +130,20 @@ class GradientReport:
         return "\n".join(lines)
 
 
+def _fd_steps(y0: np.ndarray, params: np.ndarray, fd_step, tol: float) -> np.ndarray:
+    """Each component's finite-difference step: ``fd_step`` times its own magnitude, or
+    for a zero component the largest magnitude of its group (y0 or params), or 1."""
+    if fd_step is None:
+        fd_step = min(1e-2, max(1e-4, tol**0.2))
+    scales = []
+    for group in (y0, params):
+        mags = np.abs(group)
+        floor = mags.max(initial=0.0) or 1.0
+        scales.append(np.where(mags > 0, mags, floor))
+    x_scale = np.concatenate(scales)
+    return np.asarray(np.broadcast_to(fd_step, x_scale.shape), np.float64) * x_scale
+
+
 def _rel_err(a: np.ndarray, b: np.ndarray, floor: float) -> np.ndarray:
     scale = np.maximum(np.abs(b), floor * np.max(np.abs(b), initial=0.0))
     scale = np.where(scale > 0, scale, 1.0)  # both exactly zero: the absolute error
@@ -194,9 +208,16 @@ def check_gradient(
         For fixed-step methods pass ``dt=`` (or ``grid=``): the finite differences are
         then of a smooth map, and ``adjoint="discrete"`` matches them to rounding.
     fd_step : float or (n + p,) array, optional
-        Relative finite-difference step: component i uses ``h_i = fd_step_i *
-        max(1, |x_i|)``. Default 1e-3, a balance of the O(h⁴) truncation error and
-        the solver's noise (~ solver_tol / h).
+        Relative finite-difference step. Component i moves by ``h_i = fd_step_i *
+        |x_i|``, its own magnitude (an initial value of 0.01 is not moved by 1e-3, a
+        parameter of 1e-4 not by more than itself); a component that is exactly 0 uses
+        the largest magnitude among the y0 (or params) entries instead, or 1 if they are
+        all 0. Default ``tol ** (1/5)`` clipped to [1e-4, 1e-2], tol = max(solver_rtol,
+        solver_atol): with Richardson extrapolation the truncation error is O(h⁴) while
+        the adaptive solver's noise in the loss (~ tol) becomes tol / h in the
+        difference quotient, and h ~ tol^(1/5) balances the two (1e-2 at 1e-10). On
+        fixed steps (``dt=`` or ``grid=``) the loss is smooth in the inputs, its noise
+        is rounding, and the default is 1e-3.
     rel_floor : float
         See above (default 1e-3).
     **options :
@@ -231,6 +252,7 @@ def check_gradient(
     ...                method="rk4", dt=0.01, adjoint="discrete",
     ...                rtol_check=1e-9)                      # doctest: +SKIP
     """
+    __tracebackhide__ = True  # pytest shows the caller's line and the report, not ours
     if adjoint not in ADJOINT_MODES:
         raise ValueError(f"adjoint must be one of {sorted(ADJOINT_MODES)}, got {adjoint!r}")
     system = model.system
@@ -268,8 +290,9 @@ def check_gradient(
         return float(value)
 
     x0 = np.concatenate([y0, params])
-    rel = np.full(x0.size, 1e-3) if fd_step is None else np.broadcast_to(fd_step, x0.shape)
-    steps = np.asarray(rel, dtype=np.float64) * np.maximum(1.0, np.abs(x0))
+    # the loss's noise: the adaptive solver's tolerance, or rounding on fixed steps
+    fixed = options.get("dt") is not None or options.get("grid") is not None
+    steps = _fd_steps(y0, params, fd_step, 1e-15 if fixed else max(solver_rtol, solver_atol))
     fd = np.empty(x0.size)
     spread = np.empty(x0.size)
     for i in range(x0.size):
@@ -356,6 +379,7 @@ def check_adjoint_equations(system, expected):
     >>> (lam_x,), (mu_k,) = decay.adjoint().lam, decay.adjoint().mu
     >>> _ = check_adjoint_equations(decay, {"lam": [k * lam_x], "mu": [x * lam_x]})
     """
+    __tracebackhide__ = True
     adj = system.adjoint()
     n, n_p = len(adj.lam), len(adj.mu)
     if isinstance(expected, Mapping):
