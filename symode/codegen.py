@@ -10,6 +10,7 @@ Every kernel follows one in-place, allocation-free calling convention
 ``vjp(t, y, p, a, out_y, out_p)``      ``out_y = aᵀ ∂f/∂y``, ``out_p = aᵀ ∂f/∂p``
 ``jvp(t, y, p, v, w, out)``            ``out = (∂f/∂y) v + (∂f/∂p) w``
 ``jac(t, y, p, out)``                  ``out = ∂f/∂y`` (n × n)
+``jac_csr(t, y, p, out)``              its nonzeros, CSR order (``JAC_INDICES``, ``JAC_INDPTR``)
 ``dfdt(t, y, p, out)``                 ``out = ∂f/∂t``
 ``trace(t, y, p)``                     returns ``tr ∂f/∂y``
 ``trace_grad(t, y, p, out_y, out_p)``  ``∂tr/∂y``, ``∂tr/∂p``
@@ -246,6 +247,16 @@ def generate_numba_source(
         (f"out[{i}, {j}]", J[i, j]) for i in range(n) for j in range(n) if J[i, j] != 0
     ]
     em.function("jac(t, y, p, out)", jac_out)
+    # the structurally nonzero entries in CSR order (scipy's sparse Radau/BDF, stiff.py)
+    pattern = [(i, j) for i in range(n) for j in range(n) if J[i, j] != 0]
+    em.function(
+        "jac_csr(t, y, p, out)", [(f"out[{k}]", J[i, j]) for k, (i, j) in enumerate(pattern)]
+    )
+    indptr = [0] * (n + 1)
+    for i, _ in pattern:
+        indptr[i + 1] += 1
+    for i in range(n):
+        indptr[i + 1] += indptr[i]
     em.function(
         "dfdt(t, y, p, out)", [(f"out[{i}]", e) for i, e in enumerate(system.time_derivative())]
     )
@@ -285,6 +296,8 @@ def generate_numba_source(
         f"N_DATA = {0 if loss is None else len(loss.data)}",
         "HAS_RUNNING_COST = " + str(loss is not None and loss_.running != 0),
         f"MISSING = {tuple(em.missing)!r}  # kernels that could not be printed",
+        f"JAC_INDICES = {tuple(j for _, j in pattern)!r}  # jac_csr's sparsity pattern",
+        f"JAC_INDPTR = {tuple(indptr)!r}",
     ]
     return "\n".join(header + em.lines) + "\n"
 

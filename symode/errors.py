@@ -80,13 +80,15 @@ class Status(enum.IntEnum):
         if self is Status.MAX_STEPS:
             return (
                 f"max_steps reached at t={t:.17g} (step size {h:.3g}). "
-                "Try increasing `max_steps`, loosening rtol/atol, or a stiff-aware method."
+                "Try increasing `max_steps`, loosening rtol/atol, or, for a stiff problem, "
+                "method='Radau', 'BDF' or 'LSODA'."
             )
         if self is Status.STEP_UNDERFLOW:
             return (
                 f"Step size underflow at t={t:.17g}: the step size {h:.3g} fell below dt_min "
                 "or below the spacing of floating-point numbers near t. The solution may be "
-                "singular there (finite-time blow-up) or the problem stiff."
+                "singular there (finite-time blow-up) or the problem stiff (then try "
+                "method='Radau', 'BDF' or 'LSODA')."
             )
         if self is Status.BAD_T_EVAL:
             return "t_eval is not strictly monotone in the direction of integration"

@@ -162,6 +162,13 @@ def compute_gradient(
         raise ValueError(
             f"checkpoints must be an int >= 2 (or None: keep every step), got {checkpoints!r}"
         )
+    if method in ("Radau", "BDF", "LSODA"):
+        from .tableaus import TABLEAUS
+
+        raise ValueError(
+            f"gradients are not available with method={method!r} (scipy's implicit solver, "
+            f"solve only); use one of symode's methods: {', '.join(TABLEAUS)}"
+        )
     dtype = np.dtype(dtype)
     mode = ADJOINT_MODES[adjoint]
     system = model.system

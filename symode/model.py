@@ -37,6 +37,7 @@ from .errors import (
 )
 from .gradients import compute_gradient
 from .kernels import dynamics as _dynamics_contract
+from .stiff import IMPLICIT_METHODS, solve_implicit
 from .system import Loss, ODESystem, _symbol_name
 from .tableaus import METHOD_IDS, ButcherTableau, get_tableau, packed_tableau
 
@@ -548,6 +549,11 @@ class Model:
         dtype = np.dtype(dtype)
         if dtype not in _DTYPES:
             raise TypeError(f"dtype must be float64 or float32, got {dtype}")
+        if method in IMPLICIT_METHODS:
+            return self._solve_implicit(
+                y0, t_eval, params, method, rtol, atol, t_span, dense, max_steps, h0, throw,
+                dtype, dt, grid,
+            )  # fmt: skip
         m = _method(method)
         y0, params, batched = self._inputs(y0, params, dtype)
         t_eval, t0, t1 = self._times(t_eval, t_span)
@@ -590,6 +596,57 @@ class Model:
             if dense:
                 interp = DenseSolution(self, m, params, rec, t0, t1)
             sol = Solution(t_eval.copy(), Y, st, code, msg, interp, (0,) if code else ())
+        if throw and sol.failed:
+            which = "" if not batched else f" (trajectories {list(sol.failed)[:10]})"
+            first = sol.message if not batched else sol.message[sol.failed[0]]
+            err = IntegrationError(f"integration failed{which}: {first}", sol.failed)
+            err.solution = sol
+            raise err
+        return sol
+
+    def _solve_implicit(
+        self, y0, t_eval, params, method, rtol, atol, t_span, dense, max_steps, h0, throw,
+        dtype, dt, grid,
+    ):  # fmt: skip
+        """``solve`` through scipy's Radau, BDF or LSODA (symode/stiff.py)."""
+        if dtype != np.float64:
+            raise TypeError(
+                f"method={method!r} runs scipy's solver, in float64 only: pass dtype=float64"
+            )
+        if dt is not None or grid is not None:
+            raise ValueError(f"method={method!r} chooses its own steps: drop dt= and grid=")
+        if not (isinstance(max_steps, (int, np.integer)) and max_steps > 0):
+            raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+        y0, params, batched = self._inputs(y0, params, np.float64)
+        t_eval, t0, t1 = self._times(t_eval, t_span)
+        if t_eval.size > 1 and np.any(np.diff(t_eval) * np.sign(t1 - t0) <= 0):
+            raise t_eval_error(t_eval)
+        n = self.system.n_states
+        atol_a = np.broadcast_to(np.asarray(atol, np.float64), (n,)).copy()
+        if batched and dense:
+            raise ValueError("dense=True is available for single trajectories only")
+        Y0 = y0 if batched else y0[None]
+        P = params if batched else params[None]
+        results = [
+            solve_implicit(
+                self, method, Y0[i], t_eval, t0, t1, P[i], rtol, atol_a, max_steps, h0, dense
+            )
+            for i in range(Y0.shape[0])
+        ]  # one trajectory after another: scipy's solvers are sequential
+        msgs = [
+            _SUCCESS_MESSAGE if not code else code.describe(t, h) for _, _, code, t, h, _ in results
+        ]
+        if batched:
+            codes = np.array([int(r[2]) for r in results])
+            keys = results[0][1].keys()
+            st = {k: np.array([r[1][k] for r in results]) for k in keys}
+            failed = tuple(int(i) for i in np.flatnonzero(codes))
+            sol = Solution(
+                t_eval.copy(), np.stack([r[0] for r in results]), st, codes, msgs, None, failed
+            )
+        else:
+            Y, st, code, _, _, interp = results[0]
+            sol = Solution(t_eval.copy(), Y, st, code, msgs[0], interp, (0,) if code else ())
         if throw and sol.failed:
             which = "" if not batched else f" (trajectories {list(sol.failed)[:10]})"
             first = sol.message if not batched else sol.message[sol.failed[0]]
