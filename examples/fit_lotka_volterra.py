@@ -74,10 +74,17 @@ def main(quick: bool = False, plot: str | None = "fit_lotka_volterra.png", cache
         else:
             fine = np.linspace(0, 10, 400)
             fit = model.solve(y0, fine, res.x, rtol=1e-8, atol=1e-8).y
-            fig, ax = plt.subplots(figsize=(6, 3))
-            ax.plot(ts, data, ".", alpha=0.6)
-            ax.plot(fine, fit)
+            guess = model.solve(y0, fine, theta0, rtol=1e-8, atol=1e-8).y
+            fig, ax = plt.subplots(figsize=(7, 3.5))
+            for j, (name, color) in enumerate((("prey x", "C0"), ("predator y", "C1"))):
+                ax.plot(ts, data[:, j], ".", color=color, alpha=0.6, label=f"{name}: data")
+                ax.plot(fine, fit[:, j], "-", color=color, label=f"{name}: fit")
+                ax.plot(fine, guess[:, j], ":", color=color, alpha=0.7,
+                        label=f"{name}: initial guess")  # fmt: skip
             ax.set_xlabel("t")
+            ax.set_ylabel("population")
+            ax.set_title("Lotka–Volterra fitted to noisy observations (value_and_grad + L-BFGS-B)")
+            ax.legend(fontsize=7, ncol=2)
             fig.tight_layout()
             fig.savefig(plot, dpi=100)
             print(f"plot saved to {plot}")
