@@ -49,6 +49,26 @@ def time_calls(fn, *, min_reps: int = 5, max_reps: int = 200, budget_s: float = 
     return {"median": statistics.median(times), "min": min(times), "reps": reps}
 
 
+def round_robin(calls: dict, budget_s: float, max_reps: int = 200, min_reps: int = 3) -> dict:
+    """Median seconds per call of each ``calls[name]()``, the calls interleaved in rounds
+    (so a change in machine load hits all of them), after one warm-up call each; the
+    number of rounds fills about ``budget_s``."""
+    for fn in calls.values():
+        fn()
+    probe = {
+        k: time_calls(fn, min_reps=1, max_reps=3, budget_s=0.05)["median"]
+        for k, fn in calls.items()
+    }
+    reps = int(max(min_reps, min(max_reps, budget_s / max(sum(probe.values()), 1e-9))))
+    times = {k: [] for k in calls}
+    for _ in range(reps):
+        for k, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def child_env(**extra) -> dict:
     env = dict(os.environ)
     env.update({k: str(v) for k, v in extra.items()})

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _util import REPO, bench_cache_dir, child_env, log, median, run_child, time_calls
+from _util import REPO, bench_cache_dir, child_env, log, median, round_robin, run_child
 
 TITLE = "P7: time to first result; the generic tier's run time (compile once)"
 DESCRIPTION = (
@@ -195,7 +195,7 @@ def _runtime_rows(quick: bool) -> list[dict]:
         ),
     }
     log("  P1 per tier")
-    t1 = _round_robin(p1, budget)
+    t1 = round_robin(p1, budget)
     ref = t1["hand-written @njit DP5 (reference)"]
     for name, t in t1.items():
         rows.append({"table": "p1", "solver": name, "ms/solve": t * 1e3, "÷ reference": t / ref})
@@ -225,7 +225,7 @@ def _runtime_rows(quick: bool) -> list[dict]:
         "symode generic tier": ens(gen),
         "symode specialized tier": ens(spec),
     }
-    t2 = _round_robin(p2, budget, max_reps=7 if quick else 15)
+    t2 = round_robin(p2, budget, max_reps=7 if quick else 15)
     ref2 = t2["hand-written @njit(parallel=True) prange"]
     work = n * bench_p2.STEPS
     for name, t in t2.items():
@@ -266,7 +266,7 @@ def _runtime_rows(quick: bool) -> list[dict]:
             calls[mode] = lambda m=m, mode=mode: m.value_and_grad(
                 problems.LV_Y0, ts3, problems.LV_PARAMS, adjoint=mode, **opts
             )
-        t3 = _round_robin(calls, budget)
+        t3 = round_robin(calls, budget)
         for name, t in t3.items():
             rows.append(
                 {
@@ -282,24 +282,6 @@ def _runtime_rows(quick: bool) -> list[dict]:
             _ratio_target(f"P3 {tier} tier: slowest adjoint ÷ forward", worst, limit, "<=")
         )
     return targets + rows
-
-
-def _round_robin(calls: dict, budget: float, max_reps: int = 200) -> dict:
-    """Median seconds per call, the calls interleaved in rounds (machine load hits all)."""
-    for fn in calls.values():
-        fn()
-    probe = {
-        k: time_calls(fn, min_reps=1, max_reps=3, budget_s=0.05)["median"]
-        for k, fn in calls.items()
-    }
-    reps = int(max(3, min(max_reps, budget / max(sum(probe.values()), 1e-9))))
-    times = {k: [] for k in calls}
-    for _ in range(reps):
-        for k, fn in calls.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def run(quick: bool) -> list[dict]:

@@ -18,11 +18,9 @@ reference (P5: scipy Radau at rtol 1e-12, atol 1e-20; the chain: scipy Radau at 
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import scipy.integrate as si
-from _util import bench_cache_dir, log
+from _util import bench_cache_dir, log, round_robin
 
 TITLE = (
     "P5 and a stiff chain: scipy's implicit solvers with symode's compiled rhs and exact Jacobian"
@@ -113,6 +111,7 @@ def run(quick: bool) -> list[dict]:
 
     rows, targets = [], []
     reps = 3 if quick else 7
+    budget = 0.0  # exactly ``reps`` rounds
     for label, (model, py, y0, p, ts, tol, ref_tol) in _problems().items():
         log(f"  {label}: reference")
         ref = si.solve_ivp(py, (ts[0], ts[-1]), y0, method="Radau", t_eval=ts, args=p, **ref_tol)
@@ -121,13 +120,8 @@ def run(quick: bool) -> list[dict]:
             log(f"  {label}: {method}")
             calls = _calls(model, py, compiled, y0, p, ts, tol, method)
             results = {k: fn() for k, fn in calls.items()}
-            times = {k: [] for k in calls}
-            for _ in range(reps):
-                for k, fn in calls.items():
-                    t0 = time.perf_counter()
-                    fn()
-                    times[k].append(time.perf_counter() - t0)
-            base = float(np.median(times["scipy, Python rhs, FD Jacobian"]))
+            times = round_robin(calls, budget, max_reps=reps, min_reps=reps)
+            base = times["scipy, Python rhs, FD Jacobian"]
             for k, res in results.items():
                 if k.startswith("symode"):
                     y, st = res.y, res.stats
@@ -135,7 +129,7 @@ def run(quick: bool) -> list[dict]:
                     jac = "sparse" if use_sparse(model, method) else "dense"
                 else:
                     y, nfev, njev, nlu, jac = res.y.T, res.nfev, res.njev, res.nlu, "FD"
-                t_med = float(np.median(times[k]))
+                t_med = times[k]
                 rows.append(
                     {
                         "table": label,
@@ -150,7 +144,7 @@ def run(quick: bool) -> list[dict]:
                         "max err vs reference": float(np.max(np.abs(y - ref.y.T))),
                     }
                 )
-            sym = float(np.median(times["symode (compiled rhs, exact Jacobian)"]))
+            sym = times["symode (compiled rhs, exact Jacobian)"]
             targets.append(
                 {
                     "table": "targets",

@@ -245,7 +245,7 @@ def vjp_kind(kind, dyn, t, z, p, zbar, out_z, out_p, wy, wp):
     """(out_z, out_p) = zbarᵀ ∂F/∂(z, p) for the forward kinds (with the cost channel)."""
     n = n_states(dyn)
     vjp(dyn, t, z, p, zbar, out_z, out_p)
-    if kind == FORWARD_COST:
+    if kind == FORWARD_COST and has_running_cost(dyn):
         out_z[n] = 0.0
         running_grad(dyn, t, z, p, wy, wp)
         for j in range(n):
@@ -328,9 +328,9 @@ def _gradient_forward(
     value[0] = total
 
 
-# The forward pass's kind of dynamics: FORWARD_COST with a running cost, else FORWARD.
-# It must be a literal: in the specialized tier it is the system's (one kind compiled);
-# in the generic tier the choice is made at run time (both compiled, once per machine).
+# The forward pass's kind of dynamics, a literal: in the specialized tier FORWARD_COST
+# with a running cost, else FORWARD (the system's, one kind compiled); in the generic
+# tier FORWARD_COST, which is FORWARD when the loss has no running cost (KIND_SIZES).
 FORWARD_OPTIONS = {"fastmath": FMA, "error_model": "numpy"}
 
 
@@ -365,14 +365,11 @@ def _integrate_forward(
         method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
         what, max_ck,
     ):  # fmt: skip
-        if has_running_cost(dyn):
-            return integrate(
-                FORWARD_COST, method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out,
-                z_out, stats, fstats, what, max_ck,
-            )  # fmt: skip
+        # FORWARD_COST is FORWARD when the loss has no running cost (KIND_SIZES): one
+        # kind compiled for every system
         return integrate(
-            FORWARD, method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out,
-            stats, fstats, what, max_ck,
+            FORWARD_COST, method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out,
+            z_out, stats, fstats, what, max_ck,
         )  # fmt: skip
 
     return chosen
@@ -409,14 +406,9 @@ def _replay_forward(
         method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f, q, stop,
         seg_t, seg_h, seg_z, seg_k,
     ):  # fmt: skip
-        if has_running_cost(dyn):
-            return replay(
-                FORWARD_COST, method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z,
-                ck_k, ck_f, q, stop, seg_t, seg_h, seg_z, seg_k,
-            )  # fmt: skip
         return replay(
-            FORWARD, method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f,
-            q, stop, seg_t, seg_h, seg_z, seg_k,
+            FORWARD_COST, method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k,
+            ck_f, q, stop, seg_t, seg_h, seg_z, seg_k,
         )  # fmt: skip
 
     return chosen

@@ -175,9 +175,11 @@ def adaptive_steps(method, grid):
 # ADJOINT       [λ, μ]     (backwards)    the same at y(t) from the record  λ jumps
 # SENSITIVITY   [y, S, r]                 f, J S + ∂f/∂(p, y0), ∂g S        (outputs)
 #
-# Sizes as coefficients of (n, q, (q + n)·n, 1) for n states and q params: the size
-# of z, and the leading channels of z that F reads (the others are quadratures,
-# integrals of the rest, whose stage inputs the step loop does not form).
+# Sizes as coefficients of (n, q, (q + n)·n, c) for n states, q params and c = 1 when
+# the loss has a running cost (else 0): the size of z, and the leading channels of z
+# that F reads (the others are quadratures, integrals of the rest, whose stage inputs
+# the step loop does not form). FORWARD_COST without a cost is FORWARD: the generic
+# tier's forward pass uses it either way (one kind compiled, not two).
 KIND_SIZES = np.array(
     [
         # size of z     channels read
@@ -191,9 +193,9 @@ KIND_SIZES = np.array(
 )
 
 
-def _kind_size(kind, n, q, column):
+def _kind_size(kind, n, q, column, cost):
     c = KIND_SIZES[kind, column]
-    return c[0] * n + c[1] * q + c[2] * (q + n) * n + c[3]
+    return c[0] * n + c[1] * q + c[2] * (q + n) * n + c[3] * cost
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
@@ -204,7 +206,7 @@ def kind_size(kind, dyn, column):
         KIND_SIZES[kind, column, 0] * n
         + KIND_SIZES[kind, column, 1] * q
         + KIND_SIZES[kind, column, 2] * (q + n) * n
-        + KIND_SIZES[kind, column, 3]
+        + KIND_SIZES[kind, column, 3] * has_running_cost(dyn)
     )
 
 
@@ -239,7 +241,10 @@ def _local_shape(shape):
     if not SPECIALIZED:
         return lambda kind, method: None
     n, q = SYSTEM.N_STATES, SYSTEM.N_PARAMS
-    return lambda kind, method: shape(_kind_size(kind, n, q, 0), _n_stages(method), 2 * n + 2 * q)
+    cost = int(SYSTEM.HAS_RUNNING_COST)
+    return lambda kind, method: shape(
+        _kind_size(kind, n, q, 0, cost), _n_stages(method), 2 * n + 2 * q
+    )
 
 
 # the step loop's buffers, in its own stack frame (see local.py)
@@ -317,7 +322,8 @@ def _evaluate_forward(kind, method, dyn, t, z, p, aux, work, out, r):
 
 def _evaluate_forward_cost(kind, method, dyn, t, z, p, aux, work, out, r):
     rhs_row(dyn, t, z, p, out, r)
-    out[r, n_states(dyn)] = running(dyn, t, z, p)
+    if has_running_cost(dyn):  # (the generic tier's forward pass without a cost: z = y)
+        out[r, n_states(dyn)] = running(dyn, t, z, p)
 
 
 def _evaluate_backsolve(kind, method, dyn, t, z, p, aux, work, out, r):

@@ -17,6 +17,7 @@ from .errors import IntegrationError
 from .model import Model
 from .stiff import IMPLICIT_METHODS
 from .system import ODESystem
+from .tableaus import get_tableau
 
 __all__ = ["solve_ivp"]
 
@@ -75,9 +76,7 @@ def solve_ivp(
             args=args, rtol=rtol, atol=atol, first_step=first_step, **options,
         )  # fmt: skip
     model = fun.compile() if isinstance(fun, ODESystem) else fun
-    if method in IMPLICIT_METHODS:
-        return _implicit(model, t_span, y0, method, t_eval, dense_output, args, rtol, atol,
-                         first_step, options)  # fmt: skip
+    implicit = method in IMPLICIT_METHODS
     method = _SCIPY_NAMES.get(method, method)
     params = np.asarray(args if args is not None else (), dtype=np.float64).ravel()
     t0, t1 = (float(v) for v in t_span)
@@ -85,45 +84,13 @@ def solve_ivp(
     times = np.array([t0, t1]) if want_steps else np.asarray(t_eval, dtype=np.float64)
     kwargs = dict(rtol=rtol, atol=atol, h0=first_step, t_span=(t0, t1), throw=False)
     kwargs.update(options)
-    from .tableaus import get_tableau
-
-    if not get_tableau(method).adaptive:
+    if not implicit and not get_tableau(method).adaptive:
         for key in ("rtol", "atol", "h0"):
             kwargs.pop(key)
     try:
         sol = model.solve(y0, times, params, method, dense=dense_output or want_steps, **kwargs)
     except IntegrationError as err:  # pragma: no cover - throw=False never raises
         sol = err.solution
-    t_out, y_out = sol.t, sol.y
-    if want_steps:
-        t_out = sol.sol.ts
-        y_out = sol.sol(t_out)
-    return OptimizeResult(
-        t=t_out,
-        y=np.ascontiguousarray(y_out.T),
-        sol=sol.sol if dense_output else None,
-        t_events=None,
-        y_events=None,
-        nfev=sol.stats["nfev"],
-        njev=0,
-        nlu=0,
-        status=0 if sol.success else -1,
-        message=sol.message,
-        success=sol.success,
-    )
-
-
-def _implicit(model, t_span, y0, method, t_eval, dense_output, args, rtol, atol, first_step,
-              options):  # fmt: skip
-    """Radau / BDF / LSODA through ``Model.solve`` (symode/stiff.py)."""
-    params = np.asarray(args if args is not None else (), dtype=np.float64).ravel()
-    t0, t1 = (float(v) for v in t_span)
-    want_steps = t_eval is None
-    times = np.array([t0, t1]) if want_steps else np.asarray(t_eval, dtype=np.float64)
-    sol = model.solve(
-        y0, times, params, method, rtol=rtol, atol=atol, h0=first_step, t_span=(t0, t1),
-        throw=False, dense=dense_output or want_steps, **options,
-    )  # fmt: skip
     t_out, y_out = sol.t, sol.y
     if want_steps and sol.sol is not None:
         t_out = sol.sol.ts
@@ -135,8 +102,8 @@ def _implicit(model, t_span, y0, method, t_eval, dense_output, args, rtol, atol,
         t_events=None,
         y_events=None,
         nfev=sol.stats["nfev"],
-        njev=sol.stats["njev"],
-        nlu=sol.stats["nlu"],
+        njev=sol.stats.get("njev", 0),  # the implicit methods' Jacobians and LU
+        nlu=sol.stats.get("nlu", 0),  # decompositions; none for the explicit ones
         status=0 if sol.success else -1,
         message=sol.message,
         success=sol.success,

@@ -113,6 +113,18 @@ def _messages(stats: np.ndarray, fstats: np.ndarray) -> list[str]:
     ]
 
 
+def _checked(sol: Solution, batched: bool, throw: bool) -> Solution:
+    """``sol``; with ``throw``, IntegrationError (the solution attached) when a
+    trajectory failed."""
+    if throw and sol.failed:
+        which = "" if not batched else f" (trajectories {list(sol.failed)[:10]})"
+        first = sol.message if not batched else sol.message[sol.failed[0]]
+        err = IntegrationError(f"integration failed{which}: {first}", sol.failed)
+        err.solution = sol
+        raise err
+    return sol
+
+
 class _Method:
     """A tableau as the Python side needs it: its coefficients as the generic engine takes
     them (``data``), the specialized engine's number for it (which compiles the
@@ -596,13 +608,7 @@ class Model:
             if dense:
                 interp = DenseSolution(self, m, params, rec, t0, t1)
             sol = Solution(t_eval.copy(), Y, st, code, msg, interp, (0,) if code else ())
-        if throw and sol.failed:
-            which = "" if not batched else f" (trajectories {list(sol.failed)[:10]})"
-            first = sol.message if not batched else sol.message[sol.failed[0]]
-            err = IntegrationError(f"integration failed{which}: {first}", sol.failed)
-            err.solution = sol
-            raise err
-        return sol
+        return _checked(sol, batched, throw)
 
     def _solve_implicit(
         self, y0, t_eval, params, method, rtol, atol, t_span, dense, max_steps, h0, throw,
@@ -647,13 +653,7 @@ class Model:
         else:
             Y, st, code, _, _, interp = results[0]
             sol = Solution(t_eval.copy(), Y, st, code, msgs[0], interp, (0,) if code else ())
-        if throw and sol.failed:
-            which = "" if not batched else f" (trajectories {list(sol.failed)[:10]})"
-            first = sol.message if not batched else sol.message[sol.failed[0]]
-            err = IntegrationError(f"integration failed{which}: {first}", sol.failed)
-            err.solution = sol
-            raise err
-        return sol
+        return _checked(sol, batched, throw)
 
     def vjp(self, y0, t_eval, params=None, cotangent=None, *, adjoint="checkpoint", **options):
         """Gradients of ``L`` w.r.t. y0 and params, given ``cotangent[i] = ∂L/∂y(t_eval[i])``.
