@@ -3,6 +3,8 @@ symbols, an unprintable derivative blocks only the calls that need it, the deriv
 of floor/ceiling is 0 almost everywhere (with a warning), non-finite constants are
 refused at ODESystem(...) naming the entry."""
 
+import warnings
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -39,7 +41,9 @@ def test_floor_differentiates_to_zero_with_a_warning(cache_dir):
     system = symode.ODESystem([-sp.floor(k) * x], states=[x], params=[k])
     with pytest.warns(RuntimeWarning, match="almost-everywhere value 0"):
         assert system.param_jacobian()[0, 0] == 0
-    with pytest.warns(RuntimeWarning, match="almost-everywhere value 0"):
+    with warnings.catch_warnings():
+        # generating the kernels warns again, unless they come from the cache
+        warnings.simplefilter("ignore", RuntimeWarning)
         model = system.compile(cache_dir=cache_dir)
     g = model.vjp([1.0], TS, [2.5], cotangent=np.array([[0.0], [1.0]]), rtol=1e-10, atol=1e-12)
     # y = e^{-2 t}: ∂y(0.5)/∂y0 = e^{-1}; ∂/∂k = 0 (floor is flat a.e.)
