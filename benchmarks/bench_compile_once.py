@@ -43,6 +43,18 @@ def _fresh_k() -> str:
     return f"{np.random.default_rng().uniform(1e-3, 2e-3):.15f}"
 
 
+def _p7_row(caches: str, result: dict) -> dict:
+    return {
+        "table": "p7",
+        "caches": caches,
+        "compile() + first solve [s]": result["compile_and_solve_s"],
+        **{f"first {m} [s]": result[f"first_{m}_s"] for m in MODES},
+        "engine compiles": result["compiles"]["engine"],
+        "kernel compiles": result["compiles"]["kernels"],
+        "import symode [s]": result["import_s"],
+    }
+
+
 def _p7_rows(quick: bool) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,17 +62,7 @@ def _p7_rows(quick: bool) -> list[dict]:
         run_child([CHILD, "p7", tmp, _fresh_k()])
         k = _fresh_k()
         new = run_child([CHILD, "p7", tmp, k])
-        rows.append(
-            {
-                "table": "p7",
-                "caches": "engine cache full",
-                "compile() + first solve [s]": new["compile_and_solve_s"],
-                **{f"first {m} [s]": new[f"first_{m}_s"] for m in MODES},
-                "engine compiles": new["compiles"]["engine"],
-                "kernel compiles": new["compiles"]["kernels"],
-                "import symode [s]": new["import_s"],
-            }
-        )
+        rows.append(_p7_row("engine cache full", new))
         log("  warm load (same system, fresh processes)")
         warm = [run_child([CHILD, "p7", tmp, k]) for _ in range(3)]
         floors = [run_child([CHILD, "floor", tmp]) for _ in range(3)]
@@ -112,17 +114,7 @@ def _p7_rows(quick: bool) -> list[dict]:
         with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as nb:
             log("  P7 from empty caches (the engine compiles: minutes)")
             cold = run_child([CHILD, "p7", tmp, _fresh_k()], env=child_env(NUMBA_CACHE_DIR=nb))
-            rows.append(
-                {
-                    "table": "p7",
-                    "caches": "all empty (first run on a machine)",
-                    "compile() + first solve [s]": cold["compile_and_solve_s"],
-                    **{f"first {m} [s]": cold[f"first_{m}_s"] for m in MODES},
-                    "engine compiles": cold["compiles"]["engine"],
-                    "kernel compiles": cold["compiles"]["kernels"],
-                    "import symode [s]": cold["import_s"],
-                }
-            )
+            rows.append(_p7_row("all empty (first run on a machine)", cold))
         rows.append(_quickstart_cold())
     else:
         rows.append({"table": "p7", "caches": "all empty: skipped with --quick"})

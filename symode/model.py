@@ -6,14 +6,9 @@ live here, in Python; the numba kernels never raise (they write status codes).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import importlib
-import logging
 import math
-import threading
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +16,17 @@ from pathlib import Path
 import numba
 import numpy as np
 import sympy as sp
-from numba.core.errors import NumbaWarning
 from numba.experimental import function_type as _function_type
 
-from .cache import ensure_engine_cache, load_generated
+from .cache import load_generated
 from .codegen import entry_point, generate_numba_source, kernel_error
+from .engine import (
+    KERNELS_NEEDED,
+    FirstCall,
+    check_engine_cache,
+    engine_compile,
+    generic_entry,
+)
 from .errors import (
     BAD_T_EVAL_CODE,
     IntegrationError,
@@ -45,33 +46,6 @@ __all__ = ["Model", "Solution", "compile_system"]
 
 _DTYPES = {np.dtype(np.float64), np.dtype(np.float32)}
 _NO_ADDRESSES = np.zeros(0, np.int64)  # the specialized engine calls its kernels directly
-
-# The kernels each entry point (or adjoint mode) of the generic engine may call
-# (kernels/dynamics.py): only these are compiled for it. The loss kernels are the
-# zero functions when the system has no loss.
-_FORWARD_KERNELS = ("rhs",)
-_LOSS_KERNELS = ("running", "observation", "observation_grad")
-_KERNELS_NEEDED = {
-    "solve_forward": _FORWARD_KERNELS,
-    "solve_dense": _FORWARD_KERNELS,
-    "dense_query": _FORWARD_KERNELS,
-    "solve_ensemble": _FORWARD_KERNELS,
-    "backsolve": ("rhs", "adjoint", *_LOSS_KERNELS),
-    "checkpoint": ("rhs", "adjoint", *_LOSS_KERNELS),
-    "discrete": ("rhs", "vjp", "running_grad", *_LOSS_KERNELS),
-    "forward": ("rhs", "jvp", "running_grad", *_LOSS_KERNELS),
-}
-
-
-def _generic_entry(name: str, mode: str | None) -> tuple[str, str]:
-    """(engine module, function) of the generic tier's entry ``name``: per adjoint mode
-    for the gradients (kernels/adjoint.py's gradient_<mode>)."""
-    if name in ("solve_forward", "solve_dense", "dense_query"):
-        return "integrate", name
-    if name == "solve_ensemble":
-        return "ensemble", name
-    return "adjoint", f"{name}_{mode}"
-
 
 _NO_GRID = np.empty(0)  # adaptive steps (the engine never writes its inputs)
 
@@ -219,86 +193,6 @@ def _scalar_options(method: _Method, nz, rtol, atol, max_steps, dt_min, h0, beta
     return _build_options(method, nz, rtol, atol, max_steps, dt_min, h0, beta, nerr, None)
 
 
-class _FirstCall:
-    """An entry point's first call: numba compiles (or loads from its cache) the
-    specialization it needs, under a lock shared by the processes of this machine (two
-    pytest or Dask workers compile an engine function once, the second loads it), with
-    numba's one warning about first-class functions silenced (symode relies on them on
-    purpose: docs/architecture.md). A call that takes more than a moment says so on the
-    ``symode`` logger. Then the entry replaces itself in ``entries``."""
-
-    def __init__(self, fn, entries: dict, key, what: str, verbose: bool):
-        self.fn, self.entries, self.key, self.what = fn, entries, key, what
-        self.verbose = verbose
-
-    def __call__(self, *args):
-        with _engine_compile(self.what, self.verbose):
-            result = self.fn(*args)
-        self.entries[self.key] = self.fn
-        return result
-
-
-# a compile (or first load) longer than this is announced on the ``symode`` logger
-ANNOUNCE_AFTER_S = 1.0
-log = logging.getLogger("symode")
-
-
-@contextlib.contextmanager
-def _engine_compile(what: str, verbose: bool = False):
-    """Compile (or load) ``what`` under an inter-process lock of that name in symode's
-    cache root; with ``verbose``, say so if it takes longer than ``ANNOUNCE_AFTER_S``."""
-    lock_path = _lock_dir() / f"{what}.lock"
-    timer = None
-    if verbose:
-        message = (
-            f"symode: compiling {_describe(what)} with numba (first use on this machine; "
-            "cached for later runs)"
-        )
-        timer = threading.Timer(ANNOUNCE_AFTER_S, log.info, (message,))
-        timer.daemon = True
-        timer.start()
-    try:
-        with open(lock_path, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            except OSError:  # a filesystem without locks: compile without one
-                pass
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", ".*First-class function type", NumbaWarning)
-                yield
-    finally:
-        if timer is not None:
-            timer.cancel()
-
-
-def _describe(what: str) -> str:
-    """A lock name as words: "adjoint.gradient_checkpoint-float64" → "the engine's
-    adjoint.gradient_checkpoint (float64)"."""
-    name, _, dtype = what.rpartition("-")
-    if name.startswith("kernels-"):
-        return f"this system's kernels ({dtype})"
-    return f"the engine's {name} ({dtype})"
-
-
-@functools.cache
-def _check_engine_cache() -> None:
-    """Once per process, before the generic engine's first use: its numba cache must
-    match its sources (cache.ensure_engine_cache)."""
-    from .kernels import integrate
-
-    with _engine_compile("engine-stamp"):
-        ensure_engine_cache(Path(integrate.solve_forward.stats.cache_path))
-
-
-@functools.cache
-def _lock_dir():
-    from .cache import _writable_root, default_cache_dir
-
-    locks = _writable_root(default_cache_dir()) / "locks"
-    locks.mkdir(exist_ok=True)
-    return locks
-
-
 class Model:
     """An :class:`ODESystem` compiled to numba kernels plus the integration engine.
 
@@ -374,7 +268,7 @@ class Model:
         key = (name, method.id, mode, dtype)
         fn = self._entries.get(key)
         if fn is None:
-            self._require(_KERNELS_NEEDED[mode or name], mode or name)
+            self._require(KERNELS_NEEDED[mode or name], mode or name)
             dtype = np.dtype(dtype)
             if self.specialized:
                 module, function = entry_point(name, method.id, mode)
@@ -383,15 +277,15 @@ class Model:
                 )
                 lock = f"{Path(self.path).name}.{function}-{dtype}"
             else:
-                _check_engine_cache()
-                group, function = _generic_entry(name, mode)
+                check_engine_cache()
+                group, function = generic_entry(name, mode)
                 engine = importlib.import_module(f"symode.kernels.{group}")
-                needs = _KERNELS_NEEDED[mode or name]
-                with _engine_compile(f"kernels-{Path(self.path).name}-{dtype}", self.verbose):
+                needs = KERNELS_NEEDED[mode or name]
+                with engine_compile(f"kernels-{Path(self.path).name}-{dtype}", self.verbose):
                     addr = self._kernel_addresses(dtype, needs)
                 fn = functools.partial(getattr(engine, function), method.data, addr, self._sizes)
                 lock = f"{group}.{function}-{dtype}"
-            fn = self._entries[key] = _FirstCall(fn, self._entries, key, lock, self.verbose)
+            fn = self._entries[key] = FirstCall(fn, self._entries, key, lock, self.verbose)
         return fn
 
     def _require(self, names, what: str) -> None:

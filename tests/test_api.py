@@ -78,9 +78,9 @@ def test_a_compile_says_so_on_the_symode_logger(monkeypatch, tmp_path):
     verbose=False stays quiet."""
     import logging
 
-    import symode.model
+    import symode.engine
 
-    monkeypatch.setattr(symode.model, "ANNOUNCE_AFTER_S", 0.0)
+    monkeypatch.setattr(symode.engine, "ANNOUNCE_AFTER_S", 0.0)
     seen = _Lines()
     logger = logging.getLogger("symode")
     logger.addHandler(seen.handler)
