@@ -100,3 +100,12 @@ def test_a_compile_says_so_on_the_symode_logger(monkeypatch, tmp_path):
         assert seen.lines == []
     finally:
         logger.removeHandler(seen.handler)
+
+
+def test_status_codes_are_the_engines():
+    """symode.Status names the codes the engine writes (kernels/integrate.py)."""
+    from symode.kernels import integrate
+
+    engine_name = {"BAD_T_EVAL": "BAD_T_OUT"}
+    for status in symode.Status:
+        assert getattr(integrate, engine_name.get(status.name, status.name)) == status.value
