@@ -9,13 +9,15 @@ import contextlib
 import fcntl
 import functools
 import logging
+import os
+import tempfile
 import threading
 import warnings
 from pathlib import Path
 
 from numba.core.errors import NumbaWarning
 
-from .cache import _writable_root, default_cache_dir, ensure_engine_cache
+from .cache import default_cache_dir, ensure_engine_cache
 
 __all__ = ["KERNELS_NEEDED", "FirstCall", "engine_compile", "generic_entry", "check_engine_cache"]
 
@@ -119,7 +121,16 @@ def check_engine_cache() -> None:
 
 @functools.cache
 def _lock_dir() -> Path:
-    """Where the compile locks live: symode's (writable) cache root."""
-    locks = _writable_root(default_cache_dir()) / "locks"
-    locks.mkdir(exist_ok=True)
-    return locks
+    """Where the compile locks live: symode's cache root, or (read-only) a per-user
+    temporary directory, silently: a lock is no user data."""
+    for root in (default_cache_dir(), Path(tempfile.gettempdir()) / f"symode-locks-{os.getuid()}"):
+        locks = root / "locks"
+        try:
+            locks.mkdir(parents=True, exist_ok=True)
+            probe = locks / f".probe-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+            return locks
+        except OSError:
+            continue
+    return Path(tempfile.mkdtemp(prefix="symode-locks-"))
