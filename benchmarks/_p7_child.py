@@ -21,24 +21,12 @@ import time
 T_START = time.perf_counter()
 
 
-def _counter():
-    from numba.core import event
+def _counter() -> dict:
+    """numba's compilations from here to the end of the process, by where they live
+    (symode.maintenance.compile_events)."""
+    from symode.maintenance import compile_events
 
-    counts = {"engine": 0, "kernels": 0}
-
-    class Listener(event.Listener):
-        def on_start(self, ev):
-            module = ev.data["dispatcher"].py_func.__module__
-            if module.startswith("symode.kernels"):
-                counts["engine"] += 1
-            elif module.endswith("._dynamics"):
-                counts["kernels"] += 1
-
-        def on_end(self, ev):
-            pass
-
-    event.register("numba:compile", Listener())
-    return counts
+    return compile_events().start()
 
 
 def p7(cache_dir: str, k: float, specialize: bool = False) -> dict:

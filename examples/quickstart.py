@@ -64,7 +64,8 @@ def main(quick: bool = False, plot: str | None = "quickstart.png", cache_dir=Non
     else:
         kind = (
             f"numba compiled {compiled['kernels']} kernel(s) of this system and "
-            f"{compiled['engine']} engine function(s); cached for later processes"
+            f"{compiled['engine'] + compiled['spec']} engine function(s); cached for later "
+            "processes"
         )
     print(f"\ncompile() + first solve: {t_first:.2f} s ({kind})")
     print(f"warm load in a fresh process (compile() + first solve): {_warm_load(cache_dir):.2f} s")

@@ -193,21 +193,21 @@ KIND_SIZES = np.array(
 )
 
 
-def _kind_size(kind, n, q, column, cost):
-    c = KIND_SIZES[kind, column]
-    return c[0] * n + c[1] * q + c[2] * (q + n) * n + c[3] * cost
-
-
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
-def kind_size(kind, dyn, column):
-    n = n_states(dyn)
-    q = n_params(dyn)
+def sized(kind, column, n, q, cost):
+    """Row ``kind``, column ``column`` of KIND_SIZES for n states, q params and a running
+    cost (1) or none (0). Python calls it too (``.py_func``: the stack buffers' shapes)."""
     return (
         KIND_SIZES[kind, column, 0] * n
         + KIND_SIZES[kind, column, 1] * q
         + KIND_SIZES[kind, column, 2] * (q + n) * n
-        + KIND_SIZES[kind, column, 3] * has_running_cost(dyn)
+        + KIND_SIZES[kind, column, 3] * cost
     )
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+def kind_size(kind, dyn, column):
+    return sized(kind, column, n_states(dyn), n_params(dyn), has_running_cost(dyn))
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
@@ -243,7 +243,7 @@ def _local_shape(shape):
     n, q = SYSTEM.N_STATES, SYSTEM.N_PARAMS
     cost = int(SYSTEM.HAS_RUNNING_COST)
     return lambda kind, method: shape(
-        _kind_size(kind, n, q, 0, cost), _n_stages(method), 2 * n + 2 * q
+        int(sized.py_func(kind, 0, n, q, cost)), _n_stages(method), 2 * n + 2 * q
     )
 
 

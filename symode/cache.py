@@ -142,22 +142,29 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _writable_root(root: Path) -> Path:
+def is_writable(directory: Path) -> bool:
+    """Whether ``directory`` exists (or can be made) and takes a new file."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".probe-{uuid.uuid4().hex}"
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".probe-{uuid.uuid4().hex}"
         probe.write_text("")
         probe.unlink()
-        return root
+        return True
     except OSError:
-        fallback = Path(tempfile.gettempdir()) / f"symode-cache-{os.getuid()}"
-        warnings.warn(
-            f"symode cache directory {root} is not writable; using {fallback}",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-        fallback.mkdir(parents=True, exist_ok=True)
-        return fallback
+        return False
+
+
+def _writable_root(root: Path) -> Path:
+    if is_writable(root):
+        return root
+    fallback = Path(tempfile.gettempdir()) / f"symode-cache-{os.getuid()}"
+    warnings.warn(
+        f"symode cache directory {root} is not writable; using {fallback}",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback
 
 
 def _files(source: str, engine: dict[str, str]) -> dict[str, str]:

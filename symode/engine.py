@@ -17,7 +17,7 @@ from pathlib import Path
 
 from numba.core.errors import NumbaWarning
 
-from .cache import default_cache_dir, ensure_engine_cache
+from .cache import default_cache_dir, ensure_engine_cache, is_writable
 
 __all__ = ["KERNELS_NEEDED", "FirstCall", "engine_compile", "generic_entry", "check_engine_cache"]
 
@@ -124,13 +124,6 @@ def _lock_dir() -> Path:
     """Where the compile locks live: symode's cache root, or (read-only) a per-user
     temporary directory, silently: a lock is no user data."""
     for root in (default_cache_dir(), Path(tempfile.gettempdir()) / f"symode-locks-{os.getuid()}"):
-        locks = root / "locks"
-        try:
-            locks.mkdir(parents=True, exist_ok=True)
-            probe = locks / f".probe-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
-            return locks
-        except OSError:
-            continue
+        if is_writable(root / "locks"):
+            return root / "locks"
     return Path(tempfile.mkdtemp(prefix="symode-locks-"))

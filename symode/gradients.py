@@ -33,6 +33,7 @@ import numpy as np
 
 from . import codegen
 from .errors import BAD_T_EVAL_CODE, IntegrationError, ShapeError, Status, t_eval_error
+from .stiff import IMPLICIT_METHODS
 
 __all__ = ["Gradient", "compute_gradient", "ADJOINT_MODES"]
 
@@ -162,7 +163,7 @@ def compute_gradient(
         raise ValueError(
             f"checkpoints must be an int >= 2 (or None: keep every step), got {checkpoints!r}"
         )
-    if method in ("Radau", "BDF", "LSODA"):
+    if method in IMPLICIT_METHODS:
         from .tableaus import TABLEAUS
 
         raise ValueError(

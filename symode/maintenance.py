@@ -10,7 +10,6 @@ systems and the engine's compiled code.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import logging
 import shutil
 import time
@@ -132,38 +131,63 @@ def clear_cache(cache_dir=None, engine: bool = True) -> list[Path]:
     return removed
 
 
-@contextlib.contextmanager
-def compile_events():
-    """Count numba's compilations inside the ``with`` block, by where the function
-    lives: ``{"engine": n, "kernels": m}`` (symode.kernels, a system's generated
-    kernels). A load from numba's on-disk cache is no compilation, so all zeros means
-    everything came from the caches.
+def _compiled_where(module: str) -> str | None:
+    """Where a compiled function lives: "engine" (symode.kernels), "spec" (a
+    specialized engine copy), "kernels" (a system's generated module), else None."""
+    if module.startswith("symode.kernels"):
+        return "engine"
+    if module.endswith("._dynamics"):
+        return "kernels"
+    if module.startswith("_symode_spec_"):
+        return "spec"
+    return None
+
+
+class compile_events:  # noqa: N801 (used as a function: ``with compile_events() as seen``)
+    """Count numba's compilations while active, by where the function lives:
+    ``{"engine": n, "spec": m, "kernels": k}`` (symode.kernels, a specialized engine
+    copy, a system's generated kernels). A load from numba's on-disk cache is no
+    compilation, so all zeros means everything came from the caches. A context manager,
+    or ``start()`` (returns the counts) and ``stop()``.
 
     Examples
     --------
     >>> with compile_events() as seen:  # doctest: +SKIP
     ...     model.solve(y0, ts, p)
     >>> seen  # doctest: +SKIP
-    {'engine': 0, 'kernels': 1}
+    {'engine': 0, 'spec': 0, 'kernels': 1}
     """
-    from numba.core import event
 
-    counts = {"engine": 0, "kernels": 0}
+    def __init__(self):
+        from numba.core import event
 
-    class _Listener(event.Listener):
-        def on_start(self, ev):
-            module = ev.data["dispatcher"].py_func.__module__
-            if module.startswith("symode.kernels") or ".integrate" in module:
-                counts["engine"] += 1
-            elif module.endswith("._dynamics"):
-                counts["kernels"] += 1
+        self.counts = {"engine": 0, "spec": 0, "kernels": 0}
+        counts = self.counts
 
-        def on_end(self, ev):
-            pass
+        class _Listener(event.Listener):
+            def on_start(self, ev):
+                where = _compiled_where(ev.data["dispatcher"].py_func.__module__)
+                if where is not None:
+                    counts[where] += 1
 
-    listener = _Listener()
-    event.register("numba:compile", listener)
-    try:
-        yield counts
-    finally:
-        event.unregister("numba:compile", listener)
+            def on_end(self, ev):
+                pass
+
+        self._listener = _Listener()
+
+    def start(self) -> dict:
+        from numba.core import event
+
+        event.register("numba:compile", self._listener)
+        return self.counts
+
+    def stop(self) -> None:
+        from numba.core import event
+
+        event.unregister("numba:compile", self._listener)
+
+    def __enter__(self) -> dict:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -221,10 +221,11 @@ class Model:
         self._pkg = package
         self._modules: dict = {}
         self._entries: dict = {}  # (entry, method id, mode, dtype) → bound entry point
-        self._sizes = np.array(
-            [system.n_states, system.n_params, 0 if loss is None else len(loss.data), 0],
-            np.int64,
-        )
+        # the generic engine's run-time sizes (kernels/dynamics.py Z_*)
+        self._sizes = np.zeros(_dynamics_contract.N_SIZES, np.int64)
+        self._sizes[_dynamics_contract.Z_N] = system.n_states
+        self._sizes[_dynamics_contract.Z_NP] = system.n_params
+        self._sizes[_dynamics_contract.Z_ND] = 0 if loss is None else len(loss.data)
         self._sizes[_dynamics_contract.Z_COST] = self._running_cost
         self._addresses: dict = {}  # (dtype, kernel names) → address array
 

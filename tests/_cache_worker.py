@@ -27,30 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import sympy as sp
-from numba.core import event
 
 import symode
 import symode.model
-
-
-class CompileCounter(event.Listener):
-    """Counts numba's compile events by the module of the function compiled: a load
-    from numba's on-disk cache is no compile event."""
-
-    def __init__(self):
-        self.counts = {"engine": 0, "kernels": 0, "spec": 0}
-
-    def on_start(self, ev):
-        module = ev.data["dispatcher"].py_func.__module__
-        if module.startswith("symode.kernels"):
-            self.counts["engine"] += 1
-        elif module.endswith("._dynamics"):
-            self.counts["kernels"] += 1
-        elif module.startswith("_symode_spec_"):
-            self.counts["spec"] += 1
-
-    def on_end(self, ev):
-        pass
+from symode.maintenance import compile_events
 
 
 def worker_system(extra: float = 0.0) -> symode.ODESystem:
@@ -77,8 +57,7 @@ def main(mode: str, cache_dir: str, start_at: float | None, extra: float) -> dic
         symode.model.generate_numba_source = forbidden
     if start_at is not None:
         time.sleep(max(0.0, start_at - time.time()))
-    counter = CompileCounter()
-    event.register("numba:compile", counter)
+    counts = compile_events().start()  # to the end of this process
     model = worker_system(extra).compile(cache_dir=cache_dir, specialize=mode == "special")
     result = {"path": str(model.path)}
     if mode in ("solve", "special"):
@@ -91,7 +70,7 @@ def main(mode: str, cache_dir: str, start_at: float | None, extra: float) -> dic
     out = np.full(2, np.nan)
     model.kernels.rhs(0.0, np.array([0.3, -0.2]), np.array(PARAMS), out)
     result["rhs"] = out.tolist()
-    result["compiles"] = counter.counts
+    result["compiles"] = counts
     where = Path(model.kernels.rhs.stats.cache_path)
     result["kernel_index"] = sorted(p.name for p in where.glob("*.nbi"))
     return result
