@@ -29,8 +29,7 @@ Continuous modes accept ``nerr`` < full size: the seminorm of Kidger, Chen & Lyo
 """
 
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import overload
+from numba import njit, prange
 
 from .dynamics import (
     SPECIALIZED,
@@ -79,12 +78,6 @@ from .integrate import (
     tableau,
     workspace,
 )  # fmt: skip
-
-MODE_BACKSOLVE = 0
-MODE_CHECKPOINT = 1
-MODE_DISCRETE = 2
-MODE_FORWARD = 3
-
 
 # The helpers of the backward loops below allocate nothing (scratch arrays come from
 # their callers), so they are compiled without reference counting, like the step loop
@@ -254,23 +247,6 @@ def vjp_kind(kind, dyn, t, z, p, zbar, out_z, out_p, wy, wp):
             out_p[q] += zbar[n] * wp[q]
 
 
-def adjoint_gradient(
-    method, dyn, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
-    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
-):  # fmt: skip
-    """Gradient of L w.r.t. y0 (gy0) and p (gp) for one trajectory; see module docstring.
-
-    Also writes the forward solution at t_obs into y_out (T, n) and L into value[0].
-    ``max_ck`` = 1 records every step's stages on the forward pass (one segment, no
-    recomputation); K > 1 keeps at most K checkpoints of the step loop and replays one
-    segment at a time: memory O(K + steps/K).
-
-    Compiled code only: ``mode`` is a literal and the overload below compiles just that
-    mode's implementation (and the kinds of dynamics it integrates).
-    """
-    raise TypeError("adjoint_gradient runs only inside compiled engine code")
-
-
 @njit(cache=True, fastmath=FMA, error_model="numpy")
 def clear_gradient(gy0, gp):
     for j in range(gy0.size):
@@ -279,8 +255,9 @@ def clear_gradient(gy0, gp):
         gp[q] = 0.0
 
 
-def _gradient_forward(
-    method, dyn, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+def forward_gradient(
+    method, dyn, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
     bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
     """Forward sensitivities: z = [y, S, r] integrated with the state."""
@@ -328,93 +305,16 @@ def _gradient_forward(
     value[0] = total
 
 
-# The forward pass's kind of dynamics, a literal: in the specialized tier FORWARD_COST
+# The forward pass's kind of dynamics (a literal): in the specialized tier FORWARD_COST
 # with a running cost, else FORWARD (the system's, one kind compiled); in the generic
 # tier FORWARD_COST, which is FORWARD when the loss has no running cost (KIND_SIZES).
-FORWARD_OPTIONS = {"fastmath": FMA, "error_model": "numpy"}
+if SPECIALIZED:
+    FORWARD_PASS = FORWARD_COST if SYSTEM.HAS_RUNNING_COST else FORWARD
+else:
+    FORWARD_PASS = FORWARD_COST
 
 
-def integrate_forward(
-    method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
-    what, max_ck,
-):  # fmt: skip
-    """``integrate`` with the forward pass's kind."""
-    raise TypeError("integrate_forward runs only inside compiled engine code")
-
-
-@overload(integrate_forward, jit_options=FORWARD_OPTIONS)
-def _integrate_forward(
-    method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
-    what, max_ck,
-):  # fmt: skip
-    if SPECIALIZED:
-        kind = FORWARD_COST if SYSTEM.HAS_RUNNING_COST else FORWARD
-
-        def fixed(
-            method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats,
-            fstats, what, max_ck,
-        ):  # fmt: skip
-            return integrate(
-                kind, method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out,
-                stats, fstats, what, max_ck,
-            )  # fmt: skip
-
-        return fixed
-
-    def chosen(
-        method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
-        what, max_ck,
-    ):  # fmt: skip
-        # FORWARD_COST is FORWARD when the loss has no running cost (KIND_SIZES): one
-        # kind compiled for every system
-        return integrate(
-            FORWARD_COST, method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out,
-            z_out, stats, fstats, what, max_ck,
-        )  # fmt: skip
-
-    return chosen
-
-
-def replay_forward(
-    method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f, q, stop, seg_t,
-    seg_h, seg_z, seg_k,
-):  # fmt: skip
-    """``replay`` with the forward pass's kind."""
-    raise TypeError("replay_forward runs only inside compiled engine code")
-
-
-@overload(replay_forward, jit_options=FORWARD_OPTIONS)
-def _replay_forward(
-    method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f, q, stop, seg_t,
-    seg_h, seg_z, seg_k,
-):  # fmt: skip
-    if SPECIALIZED:
-        kind = FORWARD_COST if SYSTEM.HAS_RUNNING_COST else FORWARD
-
-        def fixed(
-            method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f, q, stop,
-            seg_t, seg_h, seg_z, seg_k,
-        ):  # fmt: skip
-            return replay(
-                kind, method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f,
-                q, stop, seg_t, seg_h, seg_z, seg_k,
-            )  # fmt: skip
-
-        return fixed
-
-    def chosen(
-        method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k, ck_f, q, stop,
-        seg_t, seg_h, seg_z, seg_k,
-    ):  # fmt: skip
-        return replay(
-            FORWARD_COST, method, dyn, t1, p, aux, iopt, fopt, atol, grid, ck_i, ck_z, ck_k,
-            ck_f, q, stop, seg_t, seg_h, seg_z, seg_k,
-        )  # fmt: skip
-
-    return chosen
-
-
-@njit(cache=True, fastmath=FMA, error_model="numpy")
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def forward_pass(
     method, dyn, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, gy0, gp, max_ck
 ):
@@ -437,8 +337,8 @@ def forward_pass(
     for j in range(n):
         z0[j] = y0[j]
     Zf = np.empty((T, nz), y0.dtype)
-    rec = integrate_forward(
-        method, dyn, t0, t1, z0, p, empty_aux(dyn, y0), iopt, fopt, atol, grid, t_obs, Zf, st_f,
+    rec = integrate(
+        FORWARD_PASS, method, dyn, t0, t1, z0, p, empty_aux(dyn, y0), iopt, fopt, atol, grid, t_obs, Zf, st_f,
         np.zeros(3), what, max_ck,
     )  # fmt: skip
     for i in range(T):
@@ -531,8 +431,9 @@ def checkpoint_sweep(
     return total + jf[0], ji[0]
 
 
-def _gradient_backsolve(
-    method, dyn, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+def backsolve_gradient(
+    method, dyn, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
     bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
     """Chen et al. 2018, Algorithm 1: [y, λ, μ] backwards in one sweep that stops at
@@ -620,8 +521,8 @@ def load_segment(
         nseg = nsteps
     else:
         stop = ck_i[q + 1] if q + 1 < n_ck else nsteps
-        st_b[S_NFEV] += replay_forward(
-            method, dyn, t1, p, empty_aux(dyn, seg_z[0]), iopt, fopt, atol, grid, ck_i, ck_z,
+        st_b[S_NFEV] += replay(
+            FORWARD_PASS, method, dyn, t1, p, empty_aux(dyn, seg_z[0]), iopt, fopt, atol, grid, ck_i, ck_z,
             ck_k, ck_f, q, stop, seg_t, seg_h, seg_z, seg_k,
         )  # fmt: skip
         nseg = stop - ck_i[q]
@@ -631,8 +532,9 @@ def load_segment(
     return nseg
 
 
-def _gradient_checkpoint(
-    method, dyn, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+def checkpoint_gradient(
+    method, dyn, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
     bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
     """[λ, μ] backwards in one sweep, y from the recorded steps' dense output; the sweep
@@ -693,8 +595,9 @@ def _gradient_checkpoint(
     value[0] = total
 
 
-def _gradient_discrete(
-    method, dyn, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+def discrete_gradient(
+    method, dyn, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
     bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
     """The reverse sweep through the RK stages of the accepted steps and of the dense
@@ -832,26 +735,6 @@ def reverse_steps(
     return io, total
 
 
-_GRADIENT = {
-    MODE_BACKSOLVE: _gradient_backsolve,
-    MODE_CHECKPOINT: _gradient_checkpoint,
-    MODE_DISCRETE: _gradient_discrete,
-    MODE_FORWARD: _gradient_forward,
-}
-
-
-@overload(
-    adjoint_gradient, prefer_literal=True, jit_options={"fastmath": FMA, "error_model": "numpy"}
-)
-def _gradient_mode(
-    method, dyn, mode, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
-    bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
-):  # fmt: skip
-    if isinstance(mode, types.IntegerLiteral):
-        return _GRADIENT[mode.literal_value]
-    return None
-
-
 @njit(**NO_NRT)
 def seg_end(seg_z, seg_k, r, h, method, out):
     """out = the end state of step r of a segment, z_r + h Σ b_i k_i (as the stepper
@@ -886,109 +769,124 @@ def running_integral(method, dyn, t0, t1, y0, p, iopt, fopt, atol, grid, st):
     return Z[0, n]
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
-def gradient(
-    method, mode, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol,
-    grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
-):  # fmt: skip
-    """The entry point of one trajectory's gradient (``adjoint_gradient``; the kernels
-    arrive as their addresses, ``dynamics.record``). ``mode`` is a literal: this is
-    compiled once per mode, and ``gradient_ensemble`` calls the same compiled function
-    for each trajectory (an inlined copy doubled the compile time of a batched
-    gradient)."""
-    adjoint_gradient(
-        method, record(addr, sizes, y0), mode, t0, t1, y0, p, t_obs, cot, data, use_loss,
-        iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value,
-        y_out,
-    )  # fmt: skip
-
-
-@njit(cache=True, parallel=True, fastmath=FMA, error_model="numpy")
-def gradient_ensemble(
-    method, mode, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol,
-    grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
-):  # fmt: skip
-    for i in prange(Y0.shape[0]):
-        gradient(
-            method, mode, addr, sizes, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i],
-            use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i],
-            ST_F[i], ST_B[i], VALUE[i], Y_OUT[i],
-        )  # fmt: skip
-
-
-# The generic tier's gradient entry points, one per adjoint mode (a literal: a call
-# compiles only its mode), the method as data. The specialized tier's are generated per
-# (method, mode) next to the system (symode.codegen.generate_entries_sources).
+# The entry points, one per adjoint mode (each compiles only its mode); the method is
+# data in the generic tier, a literal in the specialized one (symode.codegen's
+# generated ``gradient_<mode>_<k>`` call these with the method's number). The kernels
+# arrive as their addresses (``dynamics.record``). Each writes the gradient of L w.r.t.
+# y0 (gy0) and p (gp) for one trajectory, L into value[0], the forward solution at
+# t_obs into y_out (T, n), and the passes' statistics into st_f, st_b. ``max_ck`` = 1
+# records every step's stages on the forward pass (one segment, no recomputation);
+# K > 1 keeps at most K checkpoints of the step loop and replays one segment at a time:
+# memory O(K + steps/K).
+#
+# Each is one function down to the sweeps: numba links every callee's code into its
+# caller and optimizes the whole again, so a chain of thin wrappers (entry, mode
+# dispatch, forward-pass kind) re-optimized the step loops once per link; inlining
+# them (and integrate_ws, forward_pass) took the checkpoint gradient's first compile
+# from 57 to 48 s (2-core machine, numba 0.68).
 ENTRY = {"cache": True, "fastmath": FMA, "error_model": "numpy"}
+ENSEMBLE = {**ENTRY, "parallel": True}
 
 
 @njit(**ENTRY)
 def gradient_backsolve(
-    method, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    method, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
+    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
-    gradient(
-        method, MODE_BACKSOLVE, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    backsolve_gradient(
+        method, record(addr, sizes, y0), t0, t1, y0, p, t_obs, cot, data, use_loss, iopt,
+        fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
     )  # fmt: skip
 
 
-@njit(**ENTRY)
+@njit(**ENSEMBLE)
 def gradient_ensemble_backsolve(
-    method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+    method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
+    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
 ):  # fmt: skip
-    gradient_ensemble(
-        method, MODE_BACKSOLVE, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
-    )  # fmt: skip
+    # each trajectory calls the compiled single-trajectory entry (an inlined copy would
+    # compile the mode a second time)
+    for i in prange(Y0.shape[0]):
+        gradient_backsolve(
+            method, addr, sizes, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, iopt,
+            fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i], ST_F[i], ST_B[i],
+            VALUE[i], Y_OUT[i],
+        )  # fmt: skip
 
 
 @njit(**ENTRY)
 def gradient_checkpoint(
-    method, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    method, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
+    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
-    gradient(
-        method, MODE_CHECKPOINT, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    checkpoint_gradient(
+        method, record(addr, sizes, y0), t0, t1, y0, p, t_obs, cot, data, use_loss, iopt,
+        fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
     )  # fmt: skip
 
 
-@njit(**ENTRY)
+@njit(**ENSEMBLE)
 def gradient_ensemble_checkpoint(
-    method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+    method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
+    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
 ):  # fmt: skip
-    gradient_ensemble(
-        method, MODE_CHECKPOINT, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
-    )  # fmt: skip
+    # each trajectory calls the compiled single-trajectory entry (an inlined copy would
+    # compile the mode a second time)
+    for i in prange(Y0.shape[0]):
+        gradient_checkpoint(
+            method, addr, sizes, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, iopt,
+            fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i], ST_F[i], ST_B[i],
+            VALUE[i], Y_OUT[i],
+        )  # fmt: skip
 
 
 @njit(**ENTRY)
 def gradient_discrete(
-    method, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    method, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
+    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
-    gradient(
-        method, MODE_DISCRETE, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    discrete_gradient(
+        method, record(addr, sizes, y0), t0, t1, y0, p, t_obs, cot, data, use_loss, iopt,
+        fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
     )  # fmt: skip
 
 
-@njit(**ENTRY)
+@njit(**ENSEMBLE)
 def gradient_ensemble_discrete(
-    method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+    method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
+    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
 ):  # fmt: skip
-    gradient_ensemble(
-        method, MODE_DISCRETE, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
-    )  # fmt: skip
+    # each trajectory calls the compiled single-trajectory entry (an inlined copy would
+    # compile the mode a second time)
+    for i in prange(Y0.shape[0]):
+        gradient_discrete(
+            method, addr, sizes, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, iopt,
+            fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i], ST_F[i], ST_B[i],
+            VALUE[i], Y_OUT[i],
+        )  # fmt: skip
 
 
 @njit(**ENTRY)
 def gradient_forward(
-    method, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    method, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
+    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
 ):  # fmt: skip
-    gradient(
-        method, MODE_FORWARD, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    forward_gradient(
+        method, record(addr, sizes, y0), t0, t1, y0, p, t_obs, cot, data, use_loss, iopt,
+        fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
     )  # fmt: skip
 
 
-@njit(**ENTRY)
+@njit(**ENSEMBLE)
 def gradient_ensemble_forward(
-    method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+    method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
+    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
 ):  # fmt: skip
-    gradient_ensemble(
-        method, MODE_FORWARD, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
-    )  # fmt: skip
+    # each trajectory calls the compiled single-trajectory entry (an inlined copy would
+    # compile the mode a second time)
+    for i in prange(Y0.shape[0]):
+        gradient_forward(
+            method, addr, sizes, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, iopt,
+            fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i], ST_F[i], ST_B[i],
+            VALUE[i], Y_OUT[i],
+        )  # fmt: skip

@@ -23,6 +23,7 @@ pointers alike; the accessors pass pointers to the rows and offsets the engine m
 """
 
 import llvmlite.ir as llir
+import numpy as np
 from numba import types
 from numba.core import cgutils
 from numba.core.typing import signature
@@ -47,9 +48,10 @@ KERNELS = (
     "observation_grad",
 )
 SLOT = {name: i for i, name in enumerate(KERNELS)}
-# sizes: states, params, data placeholders, whether the loss has a running cost
-Z_N, Z_NP, Z_ND, Z_COST = 0, 1, 2, 3
-N_SIZES = 4
+# sizes: states, params, data placeholders, whether the loss has a running cost, the
+# length of the kernels' scratch ``work``
+Z_N, Z_NP, Z_ND, Z_COST, Z_NW = 0, 1, 2, 3, 4
+N_SIZES = 5
 
 # (with reference counting: an accessor that returns an array, as ``record`` does, must
 # hand its caller a new reference)
@@ -59,20 +61,22 @@ INLINE = {"fastmath": {"contract"}, "error_model": "numpy"}
 def kernel_signatures(dtype):
     """The numba signature of each kernel of the generic record for states of ``dtype``
     (a numba float type): pointers to the state's dtype for states, stage values and
-    their scratch; to float64 for params, data and the adjoint's cotangents."""
+    their scratch; to float64 for params, data and the adjoint's cotangents. Every
+    kernel ends with ``work``, the caller's scratch of ``sizes[Z_NW]`` values (an MLP's
+    hidden activations; unused by symbolic systems), one per trajectory."""
     f8 = types.float64
     v = types.CPointer(dtype)
     v8 = types.CPointer(f8)
     void = types.void
     return {
-        "rhs": signature(void, f8, v, v8, v),  # (t, y, p, out)
-        "adjoint": signature(void, f8, v, v8, v, v),  # (t, y, p, λ, out)
-        "jvp": signature(void, f8, v, v8, v, v, v),  # (t, y, p, v, w, out)
-        "vjp": signature(void, f8, v, v8, v8, v8, v8),  # (t, y, p, a, out_y, out_p)
-        "running": signature(f8, f8, v, v8),  # (t, y, p)
-        "running_grad": signature(void, f8, v, v8, v, v),  # (t, y, p, out_y, out_p)
-        "observation": signature(f8, v, v8, v8),  # (y, d, p)
-        "observation_grad": signature(void, v, v8, v8, v8, v8),  # (y, d, p, out_y, out_p)
+        "rhs": signature(void, f8, v, v8, v, v),  # (t, y, p, out, work)
+        "adjoint": signature(void, f8, v, v8, v, v, v),  # (t, y, p, λ, out, work)
+        "jvp": signature(void, f8, v, v8, v, v, v, v),  # (t, y, p, v, w, out, work)
+        "vjp": signature(void, f8, v, v8, v8, v8, v8, v),  # (t, y, p, a, out_y, out_p, work)
+        "running": signature(f8, f8, v, v8, v),  # (t, y, p, work)
+        "running_grad": signature(void, f8, v, v8, v, v, v),  # (t, y, p, out_y, out_p, work)
+        "observation": signature(f8, v, v8, v8, v),  # (y, d, p, work)
+        "observation_grad": signature(void, v, v8, v8, v8, v8, v),  # (y, d, p, out_y, out_p, work)
     }
 
 
@@ -135,16 +139,23 @@ def row_ptr(typingctx, arr, r, o):
 
 
 def record(addr, sizes, like):
-    """The dynamics record for an entry point: ``(kernels, sizes)`` in the generic
-    tier, ``sizes`` (unused) in the specialized one."""
+    """The dynamics record for an entry point: ``(kernels, sizes, work)`` in the generic
+    tier, ``(sizes, work)`` in the specialized one, where ``work`` is the kernels'
+    scratch (dtype of ``like``). Built per trajectory (an ensemble builds one per
+    member, in its thread), so that no two calls share a scratch array."""
     raise TypeError("record runs only inside compiled engine code")
 
 
 @overload(record, jit_options=INLINE)
 def _record(addr, sizes, like):
     if SPECIALIZED:
-        return lambda addr, sizes, like: sizes
-    return lambda addr, sizes, like: (_kernels(addr, like), sizes)
+        nw = max(SYSTEM.N_WORK, 1)
+        return lambda addr, sizes, like: (sizes, np.empty(nw, like.dtype))
+    return lambda addr, sizes, like: (
+        _kernels(addr, like),
+        sizes,
+        np.empty(max(sizes[Z_NW], 1), like.dtype),
+    )
 
 
 def _size(index, constant):
@@ -166,10 +177,11 @@ n_params = _size(Z_NP, lambda: SYSTEM.N_PARAMS)
 has_running_cost = _size(Z_COST, lambda: SYSTEM.HAS_RUNNING_COST)
 
 
-def _accessor(name, doc, generic):
-    """An engine-side kernel call ``name(dyn, *args)``: in a specialized copy the
-    system's array kernel of that name, ``kernel(*args)``; in the generic tier
-    ``generic(dyn, *args)``, which calls the record's pointer kernel."""
+def _accessor(name, doc, generic, specialized):
+    """An engine-side kernel call ``name(dyn, *args)``: in a specialized copy
+    ``specialized(dyn, *args)``, which calls the system's array kernel of that name; in
+    the generic tier ``generic(dyn, *args)``, which calls the record's pointer kernel.
+    Both pass the record's scratch as the kernel's last argument."""
 
     def accessor(dyn, *args):
         raise TypeError(f"{name} runs only inside compiled engine code")
@@ -177,10 +189,7 @@ def _accessor(name, doc, generic):
     # not inlined in numba's IR (its inliner takes no *args); LLVM inlines the wrapper
     @overload(accessor, jit_options=INLINE)
     def _impl(dyn, *args):
-        if SPECIALIZED:
-            kernel = getattr(SYSTEM, name)
-            return lambda dyn, *args: kernel(*args)
-        return generic
+        return specialized(getattr(SYSTEM, name)) if SPECIALIZED else generic
 
     accessor.__name__ = name
     accessor.__doc__ = doc
@@ -192,62 +201,137 @@ Z = 0  # offset 0
 
 def _rhs(dyn, *args):
     t, y, p, out, r = args
-    dyn[0][0](t, ptr(y, Z), ptr(p, Z), row_ptr(out, r, Z))
+    dyn[0][0](t, ptr(y, Z), ptr(p, Z), row_ptr(out, r, Z), ptr(dyn[2], Z))
 
 
 def _adjoint(dyn, *args):
     t, y, p, z, zo, out, r, o = args
-    dyn[0][1](t, ptr(y, Z), ptr(p, Z), ptr(z, zo), row_ptr(out, r, o))
+    dyn[0][1](t, ptr(y, Z), ptr(p, Z), ptr(z, zo), row_ptr(out, r, o), ptr(dyn[2], Z))
 
 
 def _jvp(dyn, *args):
     t, y, p, z, vo, w, out, r, o = args
-    dyn[0][2](t, ptr(y, Z), ptr(p, Z), ptr(z, vo), ptr(w, Z), row_ptr(out, r, o))
+    dyn[0][2](t, ptr(y, Z), ptr(p, Z), ptr(z, vo), ptr(w, Z), row_ptr(out, r, o), ptr(dyn[2], Z))
 
 
 def _vjp(dyn, *args):
     t, y, p, a, out_y, out_p = args
-    dyn[0][3](t, ptr(y, Z), ptr(p, Z), ptr(a, Z), ptr(out_y, Z), ptr(out_p, Z))
+    dyn[0][3](t, ptr(y, Z), ptr(p, Z), ptr(a, Z), ptr(out_y, Z), ptr(out_p, Z), ptr(dyn[2], Z))
 
 
 def _running(dyn, *args):
     t, y, p = args
-    return dyn[0][4](t, ptr(y, Z), ptr(p, Z))
+    return dyn[0][4](t, ptr(y, Z), ptr(p, Z), ptr(dyn[2], Z))
 
 
 def _running_grad(dyn, *args):
     t, y, p, out_y, out_p = args
-    dyn[0][5](t, ptr(y, Z), ptr(p, Z), ptr(out_y, Z), ptr(out_p, Z))
+    dyn[0][5](t, ptr(y, Z), ptr(p, Z), ptr(out_y, Z), ptr(out_p, Z), ptr(dyn[2], Z))
 
 
 def _observation(dyn, *args):
     y, d, p = args
-    return dyn[0][6](ptr(y, Z), ptr(d, Z), ptr(p, Z))
+    return dyn[0][6](ptr(y, Z), ptr(d, Z), ptr(p, Z), ptr(dyn[2], Z))
 
 
 def _observation_grad(dyn, *args):
     y, d, p, out_y, out_p = args
-    dyn[0][7](ptr(y, Z), ptr(d, Z), ptr(p, Z), ptr(out_y, Z), ptr(out_p, Z))
+    dyn[0][7](ptr(y, Z), ptr(d, Z), ptr(p, Z), ptr(out_y, Z), ptr(out_p, Z), ptr(dyn[2], Z))
 
 
-rhs_row = _accessor("rhs_row", "(dyn, t, y, p, out, r): out[r, :n] = f(t, y, p).", _rhs)
+# the specialized tier's calls: the system's array kernel, the record's scratch last
+def _spec_rhs(k):
+    def call(dyn, *args):
+        t, y, p, out, r = args
+        k(t, y, p, out, r, dyn[1])
+
+    return call
+
+
+def _spec_adjoint(k):
+    def call(dyn, *args):
+        t, y, p, z, zo, out, r, o = args
+        k(t, y, p, z, zo, out, r, o, dyn[1])
+
+    return call
+
+
+def _spec_jvp(k):
+    def call(dyn, *args):
+        t, y, p, z, vo, w, out, r, o = args
+        k(t, y, p, z, vo, w, out, r, o, dyn[1])
+
+    return call
+
+
+def _spec_vjp(k):
+    def call(dyn, *args):
+        t, y, p, a, out_y, out_p = args
+        k(t, y, p, a, out_y, out_p, dyn[1])
+
+    return call
+
+
+def _spec_running(k):
+    def call(dyn, *args):
+        t, y, p = args
+        return k(t, y, p, dyn[1])
+
+    return call
+
+
+def _spec_running_grad(k):
+    def call(dyn, *args):
+        t, y, p, out_y, out_p = args
+        k(t, y, p, out_y, out_p, dyn[1])
+
+    return call
+
+
+def _spec_observation(k):
+    def call(dyn, *args):
+        y, d, p = args
+        return k(y, d, p, dyn[1])
+
+    return call
+
+
+def _spec_observation_grad(k):
+    def call(dyn, *args):
+        y, d, p, out_y, out_p = args
+        k(y, d, p, out_y, out_p, dyn[1])
+
+    return call
+
+
+rhs_row = _accessor("rhs_row", "(dyn, t, y, p, out, r): out[r, :n] = f(t, y, p).", _rhs, _spec_rhs)
 adjoint_row = _accessor(
     "adjoint_row",
     "(dyn, t, y, p, z, zo, out, r, o): out[r, o:o+n+q] = the adjoint's right-hand side "
-    "for λ = z[zo:zo+n] (running cost included).",
+    "for λ = z[zo:zo+n], -λᵀ∂f/∂(y, p) (the running cost is the caller's: running_grad).",
     _adjoint,
+    _spec_adjoint,
 )
 jvp_row = _accessor(
     "jvp_row",
     "(dyn, t, y, p, z, vo, w, out, r, o): out[r, o:o+n] = (∂f/∂y) z[vo:vo+n] + (∂f/∂p) w.",
     _jvp,
+    _spec_jvp,
 )
-vjp = _accessor("vjp", "(dyn, t, y, p, a, out_y, out_p): aᵀ∂f/∂y, aᵀ∂f/∂p.", _vjp)
-running = _accessor("running", "(dyn, t, y, p): the running cost g.", _running)
+vjp = _accessor("vjp", "(dyn, t, y, p, a, out_y, out_p): aᵀ∂f/∂y, aᵀ∂f/∂p.", _vjp, _spec_vjp)
+running = _accessor("running", "(dyn, t, y, p): the running cost g.", _running, _spec_running)
 running_grad = _accessor(
-    "running_grad", "(dyn, t, y, p, out_y, out_p): ∂g/∂y, ∂g/∂p.", _running_grad
+    "running_grad",
+    "(dyn, t, y, p, out_y, out_p): ∂g/∂y, ∂g/∂p.",
+    _running_grad,
+    _spec_running_grad,
 )
-observation = _accessor("observation", "(dyn, y, d, p): the observation cost φ.", _observation)
+observation = _accessor(
+    "observation", "(dyn, y, d, p): the observation cost φ.", _observation, _spec_observation
+)
 observation_grad = _accessor(
-    "observation_grad", "(dyn, y, d, p, out_y, out_p): ∂φ/∂y, ∂φ/∂p.", _observation_grad
+    "observation_grad",
+    "(dyn, y, d, p, out_y, out_p): ∂φ/∂y, ∂φ/∂p.",
+    _observation_grad,
+    _spec_observation_grad,
 )

@@ -330,6 +330,23 @@ def _evaluate_backsolve(kind, method, dyn, t, z, p, aux, work, out, r):
     rhs_row(dyn, t, z, p, out, r)
     n = n_states(dyn)
     adjoint_row(dyn, t, z, p, z, n, out, r, n)
+    running_forcing(dyn, t, z, p, work, out, r, n)
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False, inline="always")
+def running_forcing(dyn, t, y, p, work, out, r, o):
+    """The running cost's part of the adjoint, out[r, o:o+n+q] -= [∂g/∂y, ∂g/∂p] at y
+    (Chen et al. 2018, eq. 4 with ∫g dt in the loss); scratch work[n:2n+q]."""
+    if has_running_cost(dyn):
+        n = n_states(dyn)
+        n_p = n_params(dyn)
+        wy = work[n : 2 * n]
+        wp = work[2 * n : 2 * n + n_p]
+        running_grad(dyn, t, y, p, wy, wp)
+        for j in range(n):
+            out[r, o + j] -= wy[j]
+        for q in range(n_p):
+            out[r, o + n + q] -= wp[q]
 
 
 def _evaluate_adjoint(kind, method, dyn, t, z, p, aux, work, out, r):
@@ -409,6 +426,7 @@ def _stage_eval_adjoint(kind, method, dyn, t, z, p, aux, work, out, r):
             v = v * s + cbuf[q, m]
         work[m] = v
     adjoint_row(dyn, t, work, p, z, ZERO, out, r, ZERO)
+    running_forcing(dyn, t, work, p, work, out, r, ZERO)
 
 
 @overload(stage_eval, prefer_literal=True, inline="always", jit_options=EVALUATE_OPTIONS)
@@ -1064,7 +1082,7 @@ def integrate(
     )  # fmt: skip
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy")
+@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def integrate_ws(
     kind, method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, stats, fstats,
     record, max_ck, ws,

@@ -1,24 +1,26 @@
 """Print an ODESystem's derived expressions as the Python source of numba kernels.
 
 Every kernel follows one in-place, allocation-free calling convention
-(docs/architecture.md, "The dynamics contract"):
+(docs/architecture.md, "The dynamics contract"); each ends with ``work``, the caller's
+scratch of ``N_WORK`` values (0 here: symbolic kernels keep nothing; an MLP keeps its
+activations there), optional when calling from Python:
 
-=====================================  ==================================================
-``rhs(t, y, p, out)``                  ``out = f(t, y, p)``
-``rhs_row(t, y, p, out, r)``           ``out[r, :] = f(t, y, p)`` (engine-internal)
-``adjoint(t, y, p, a, out)``           ``out = [-aᵀ∂f/∂y - ∂g/∂y, -aᵀ∂f/∂p - ∂g/∂p]`` (engine)
-``vjp(t, y, p, a, out_y, out_p)``      ``out_y = aᵀ ∂f/∂y``, ``out_p = aᵀ ∂f/∂p``
-``jvp(t, y, p, v, w, out)``            ``out = (∂f/∂y) v + (∂f/∂p) w``
-``jac(t, y, p, out)``                  ``out = ∂f/∂y`` (n × n)
-``jac_csr(t, y, p, out)``              its nonzeros, CSR order (``JAC_INDICES``, ``JAC_INDPTR``)
-``dfdt(t, y, p, out)``                 ``out = ∂f/∂t``
-``trace(t, y, p)``                     returns ``tr ∂f/∂y``
-``trace_grad(t, y, p, out_y, out_p)``  ``∂tr/∂y``, ``∂tr/∂p``
-``running(t, y, p)``                   returns the running cost g (0 without a loss)
-``running_grad(t, y, p, out_y, out_p)`` ``∂g/∂y``, ``∂g/∂p``
-``observation(y, d, p)``               returns φ
-``observation_grad(y, d, p, out_y, out_p)``  ``∂φ/∂y``, ``∂φ/∂p``
-=====================================  ==================================================
+=========================================  ==============================================
+``rhs(t, y, p, out, work)``                ``out = f(t, y, p)``
+``rhs_row(t, y, p, out, r, work)``         ``out[r, :] = f(t, y, p)`` (engine-internal)
+``adjoint(t, y, p, a, out, work)``         ``out = [-aᵀ∂f/∂y, -aᵀ∂f/∂p]`` (engine)
+``vjp(t, y, p, a, out_y, out_p, work)``    ``out_y = aᵀ ∂f/∂y``, ``out_p = aᵀ ∂f/∂p``
+``jvp(t, y, p, v, w, out, work)``          ``out = (∂f/∂y) v + (∂f/∂p) w``
+``jac(t, y, p, out, work)``                ``out = ∂f/∂y`` (n × n)
+``jac_csr(t, y, p, out, work)``            its nonzeros, CSR order (``JAC_INDICES``, ``JAC_INDPTR``)
+``dfdt(t, y, p, out, work)``               ``out = ∂f/∂t``
+``trace(t, y, p, work)``                   returns ``tr ∂f/∂y``
+``trace_grad(t, y, p, out_y, out_p, work)``  ``∂tr/∂y``, ``∂tr/∂p``
+``running(t, y, p, work)``                 returns the running cost g (0 without a loss)
+``running_grad(t, y, p, out_y, out_p, work)``  ``∂g/∂y``, ``∂g/∂p``
+``observation(y, d, p, work)``             returns φ
+``observation_grad(y, d, p, out_y, out_p, work)``  ``∂φ/∂y``, ``∂φ/∂p``
+=========================================  ==============================================
 
 User symbols are replaced by synthetic names (``y[0]``, ``p[3]``, ``a[1]``) before
 printing, so no user text is ever printed as code; names appear only in the header
@@ -185,12 +187,14 @@ def generate_numba_source(
     w = _placeholders(em, "w", np_)
 
     em.function(
-        "rhs(t, y, p, out)", [(f"out[{i}]", e) for i, e in enumerate(system.rhs)], required=True
+        "rhs(t, y, p, out, work=None)",
+        [(f"out[{i}]", e) for i, e in enumerate(system.rhs)],
+        required=True,
     )
     # the same, writing row r of a 2-D array: the engine's stages (a row view costs a
     # reference-count round trip per call, a measurable share of a small system's step)
     em.function(
-        "rhs_row(t, y, p, out, r)",
+        "rhs_row(t, y, p, out, r, work=None)",
         [(f"out[r, {i}]", e) for i, e in enumerate(system.rhs)],
         required=True,
     )
@@ -198,29 +202,29 @@ def generate_numba_source(
     adj = system.adjoint()
     lam_subs = dict(zip(adj.lam, a))
     em.function(
-        "vjp(t, y, p, a, out_y, out_p)",
+        "vjp(t, y, p, a, out_y, out_p, work=None)",
         [(f"out_y[{j}]", -e.xreplace(lam_subs)) for j, e in enumerate(adj.lam_rhs)]
         + [(f"out_p[{k}]", -e.xreplace(lam_subs)) for k, e in enumerate(adj.mu_rhs)],
     )
 
-    # the engine's adjoint dynamics, running-cost forcing included, reading λ at z[zo:]
-    # and writing row r of out from column o on (no views: see rhs_row)
+    # the engine's adjoint dynamics, reading λ at z[zo:] and writing row r of out from
+    # column o on (no views: see rhs_row): dλ/dt = -λᵀ∂f/∂y, dμ/dt = -λᵀ∂f/∂p (Chen et
+    # al. 2018, eq. 4); a running cost's -∂g/∂y, -∂g/∂p the engine adds (running_grad)
     loss_ = loss if loss is not None else Loss()
     ld = system.loss_derivatives(loss_)
     lz = _placeholders(em, "z", n, "zo + ")
     lz_subs = dict(zip(adj.lam, lz))
-    # dλ/dt = -λᵀ∂f/∂y - ∂g/∂y, dμ/dt = -λᵀ∂f/∂p - ∂g/∂p (Chen et al. 2018, eq. 4)
-    lam_dot = [e.xreplace(lz_subs) - g for e, g in zip(adj.lam_rhs, ld["g_y"])]
-    mu_dot = [e.xreplace(lz_subs) - g for e, g in zip(adj.mu_rhs, ld["g_p"])]
+    lam_dot = [e.xreplace(lz_subs) for e in adj.lam_rhs]
+    mu_dot = [e.xreplace(lz_subs) for e in adj.mu_rhs]
     em.function(
-        "adjoint_row(t, y, p, z, zo, out, r, o)",
+        "adjoint_row(t, y, p, z, zo, out, r, o, work=None)",
         [(f"out[r, o + {j}]", e) for j, e in enumerate(lam_dot + mu_dot)],
     )
     # the same on flat buffers, λ = a[:n] and out = [λ', μ'] (the generic engine calls
     # its kernels through raw pointers, kernels/dynamics.py)
     back = {z: lam for lam, z in lz_subs.items()}
     em.function(
-        "adjoint(t, y, p, a, out)",
+        "adjoint(t, y, p, a, out, work=None)",
         [
             (f"out[{j}]", e.xreplace(back).xreplace(lam_subs))
             for j, e in enumerate(lam_dot + mu_dot)
@@ -234,23 +238,24 @@ def generate_numba_source(
         for i in range(n)
     ]
     em.function(
-        "jvp_row(t, y, p, z, vo, w, out, r, o)",
+        "jvp_row(t, y, p, z, vo, w, out, r, o, work=None)",
         [(f"out[r, o + {i}]", e) for i, e in enumerate(jvp_z)],
     )
     jvp = [
         sp.Add(*[J[i, j] * v[j] for j in range(n)], *[Jp[i, k] * w[k] for k in range(np_)])
         for i in range(n)
     ]
-    em.function("jvp(t, y, p, v, w, out)", [(f"out[{i}]", e) for i, e in enumerate(jvp)])
+    em.function("jvp(t, y, p, v, w, out, work=None)", [(f"out[{i}]", e) for i, e in enumerate(jvp)])
 
     jac_out = [_zero_fill("out")] + [
         (f"out[{i}, {j}]", J[i, j]) for i in range(n) for j in range(n) if J[i, j] != 0
     ]
-    em.function("jac(t, y, p, out)", jac_out)
+    em.function("jac(t, y, p, out, work=None)", jac_out)
     # the structurally nonzero entries in CSR order (scipy's sparse Radau/BDF, stiff.py)
     pattern = [(i, j) for i in range(n) for j in range(n) if J[i, j] != 0]
     em.function(
-        "jac_csr(t, y, p, out)", [(f"out[{k}]", J[i, j]) for k, (i, j) in enumerate(pattern)]
+        "jac_csr(t, y, p, out, work=None)",
+        [(f"out[{k}]", J[i, j]) for k, (i, j) in enumerate(pattern)],
     )
     indptr = [0] * (n + 1)
     for i, _ in pattern:
@@ -258,25 +263,26 @@ def generate_numba_source(
     for i in range(n):
         indptr[i + 1] += indptr[i]
     em.function(
-        "dfdt(t, y, p, out)", [(f"out[{i}]", e) for i, e in enumerate(system.time_derivative())]
+        "dfdt(t, y, p, out, work=None)",
+        [(f"out[{i}]", e) for i, e in enumerate(system.time_derivative())],
     )
-    em.function("trace(t, y, p)", [], returns=system.divergence())
+    em.function("trace(t, y, p, work=None)", [], returns=system.divergence())
     gy, gp = system.divergence_gradient()
     em.function(
-        "trace_grad(t, y, p, out_y, out_p)",
+        "trace_grad(t, y, p, out_y, out_p, work=None)",
         [(f"out_y[{j}]", e) for j, e in enumerate(gy)]
         + [(f"out_p[{k}]", e) for k, e in enumerate(gp)],
     )
 
-    em.function("running(t, y, p)", [], returns=loss_.running)
+    em.function("running(t, y, p, work=None)", [], returns=loss_.running)
     em.function(
-        "running_grad(t, y, p, out_y, out_p)",
+        "running_grad(t, y, p, out_y, out_p, work=None)",
         [(f"out_y[{j}]", e) for j, e in enumerate(ld["g_y"])]
         + [(f"out_p[{k}]", e) for k, e in enumerate(ld["g_p"])],
     )
-    em.function("observation(y, d, p)", [], returns=loss_.observation)
+    em.function("observation(y, d, p, work=None)", [], returns=loss_.observation)
     em.function(
-        "observation_grad(y, d, p, out_y, out_p)",
+        "observation_grad(y, d, p, out_y, out_p, work=None)",
         [(f"out_y[{j}]", e) for j, e in enumerate(ld["phi_y"])]
         + [(f"out_p[{k}]", e) for k, e in enumerate(ld["phi_p"])],
     )
@@ -294,6 +300,7 @@ def generate_numba_source(
         f"N_STATES = {n}",
         f"N_PARAMS = {np_}",
         f"N_DATA = {0 if loss is None else len(loss.data)}",
+        "N_WORK = 0  # the kernels' scratch ``work``: none (an MLP keeps activations there)",
         "HAS_RUNNING_COST = " + str(loss is not None and loss_.running != 0),
         f"MISSING = {tuple(em.missing)!r}  # kernels that could not be printed",
         f"JAC_INDICES = {tuple(j for _, j in pattern)!r}  # jac_csr's sparsity pattern",
@@ -317,10 +324,10 @@ def kernel_error(system: ODESystem, loss: Loss | None, name: str) -> str:
 # jitted wrapper per (entry, method) that passes
 # the method's number as a literal: numba then compiles the stepper with that tableau's
 # coefficients and sizes as constants (the loops over stages unroll), and only for the
-# methods a program actually uses. Entries that take a ``mode`` get one wrapper per
-# adjoint mode as well (``gradient_checkpoint_5``), the mode a literal too, so that
-# using one mode compiles only that mode.
-ADJOINT_MODES = ("backsolve", "checkpoint", "discrete", "forward")  # kernels/adjoint MODE_*
+# methods a program actually uses. Entries that take a ``mode`` are one engine function
+# per adjoint mode (``gradient_checkpoint``), and one wrapper per mode and method
+# (``gradient_checkpoint_5``), so that using one mode compiles only that mode.
+ADJOINT_MODES = ("backsolve", "checkpoint", "discrete", "forward")  # kernels/adjoint gradient_*
 ENTRY_POINTS = {
     "integrate": {
         "solve_forward": "addr, sizes, t0, t1, z0, p, iopt, fopt, atol, grid, t_out, z_out, stats, "
@@ -345,25 +352,29 @@ ENTRY_POINTS = {
 def generate_entries_sources(n_methods: int) -> dict[str, str]:
     """The generated entry modules, one per (engine module, method number k): in
     ``_entries_<module>_<k>``, ``<entry>_<k>(...)`` calls ``<entry>(k, ...)``, and for
-    entries taking an adjoint mode ``<entry>_<mode>_<k>`` calls ``<entry>(k, <mode
-    number>, ...)``. A solve imports only its own module (and numba creates only its
+    entries taking an adjoint mode ``<entry>_<mode>_<k>`` calls ``<entry>_<mode>(k,
+    ...)``. A solve imports only its own module (and numba creates only its
     wrappers): the first call in a fresh process stays short."""
     files = {}
     for group, entries in ENTRY_POINTS.items():
         for k in range(n_methods):
+            names = []
+            for name, args in entries.items():
+                modes = ADJOINT_MODES if args.startswith("mode, ") else (None,)
+                names += [name if mode is None else f"{name}_{mode}" for mode in modes]
             lines = [
                 '"""Generated by symode: entry points of the engine module'
                 f' {group!r} for Runge-Kutta method {k}. Do not edit."""',
                 "from numba import njit",
                 "",
-                f"from .{group} import {', '.join(sorted(entries))}",
+                f"from .{group} import {', '.join(sorted(names))}",
             ]
             for name, args in entries.items():
                 if args.startswith("mode, "):
                     rest = args[len("mode, ") :]
-                    for mode_id, mode in enumerate(ADJOINT_MODES):
+                    for mode in ADJOINT_MODES:
                         lines += ["", "", _DECORATOR, f"def {name}_{mode}_{k}({rest}):"]
-                        lines += [f"    return {name}({k}, {mode_id}, {rest})"]
+                        lines += [f"    return {name}_{mode}({k}, {rest})"]
                 else:
                     lines += ["", "", _DECORATOR, f"def {name}_{k}({args}):"]
                     lines += [f"    return {name}({k}, {args})"]

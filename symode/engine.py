@@ -31,8 +31,8 @@ KERNELS_NEEDED = {
     "solve_dense": _FORWARD_KERNELS,
     "dense_query": _FORWARD_KERNELS,
     "solve_ensemble": _FORWARD_KERNELS,
-    "backsolve": ("rhs", "adjoint", *_LOSS_KERNELS),
-    "checkpoint": ("rhs", "adjoint", *_LOSS_KERNELS),
+    "backsolve": ("rhs", "adjoint", "running_grad", *_LOSS_KERNELS),
+    "checkpoint": ("rhs", "adjoint", "running_grad", *_LOSS_KERNELS),
     "discrete": ("rhs", "vjp", "running_grad", *_LOSS_KERNELS),
     "forward": ("rhs", "jvp", "running_grad", *_LOSS_KERNELS),
 }

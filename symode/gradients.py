@@ -37,8 +37,8 @@ from .stiff import IMPLICIT_METHODS
 
 __all__ = ["Gradient", "compute_gradient", "ADJOINT_MODES"]
 
-# adjoint mode name → the number the engine uses (kernels/adjoint.py MODE_*)
-ADJOINT_MODES = {name: i for i, name in enumerate(codegen.ADJOINT_MODES)}
+# the adjoint modes (kernels/adjoint.py: one entry point gradient_<mode> each)
+ADJOINT_MODES = codegen.ADJOINT_MODES
 
 
 @dataclass
@@ -171,7 +171,6 @@ def compute_gradient(
             f"solve only); use one of symode's methods: {', '.join(TABLEAUS)}"
         )
     dtype = np.dtype(dtype)
-    mode = ADJOINT_MODES[adjoint]
     system = model.system
     n, n_p = system.n_states, system.n_params
     m = model._method(method)
@@ -228,11 +227,12 @@ def compute_gradient(
         raise ValueError("cotangent/data contain NaN or infinity")
 
     nz_f = n + (1 if model._running_cost else 0)
-    if mode == 3:
+    if adjoint == "forward":  # z = [y, S, r]
         nz_f = n + (n_p + n) * n + (n_p + n)
     iopt, fopt, atol_f = model._options(m, nz_f, dtype, rtol, atol, max_steps, 0.0, h0, None, nz_f)
-    nz_b = (2 * n + n_p) if mode == 0 else (n + n_p)
-    nerr_b = ({0: 2 * n, 1: n}.get(mode, nz_b)) if seminorm else nz_b
+    nz_b = (2 * n + n_p) if adjoint == "backsolve" else (n + n_p)  # [y, λ, μ] or [λ, μ]
+    # the seminorm (Kidger, Chen & Lyons 2021): the μ channels out of step-size control
+    nerr_b = ({"backsolve": 2 * n, "checkpoint": n}.get(adjoint, nz_b)) if seminorm else nz_b
     b_rtol = rtol if adjoint_rtol is None else adjoint_rtol
     if adjoint_atol is not None:
         b_atol = adjoint_atol
@@ -243,7 +243,7 @@ def compute_gradient(
     biopt, bfopt, _ = model._options(
         m, nz_b, dtype, b_rtol, b_atol, max_steps, 0.0, None, None, nerr_b
     )
-    if mode == 0:  # backsolve's y channels keep the forward atol
+    if adjoint == "backsolve":  # backsolve's y channels keep the forward atol
         batol = np.full(nz_b, float(b_atol))
         batol[:n] = atol_f[:n]
     else:

@@ -227,6 +227,7 @@ class Model:
         self._sizes[_dynamics_contract.Z_NP] = system.n_params
         self._sizes[_dynamics_contract.Z_ND] = 0 if loss is None else len(loss.data)
         self._sizes[_dynamics_contract.Z_COST] = self._running_cost
+        self._sizes[_dynamics_contract.Z_NW] = self.kernels.N_WORK
         self._addresses: dict = {}  # (dtype, kernel names) → address array
 
     def __repr__(self) -> str:

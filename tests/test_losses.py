@@ -115,6 +115,25 @@ def test_loss_derivatives_equal_hand_derivation():
             assert sp.simplify(got[key][i] - e) == 0, f"{key}[{i}]: {got[key][i]} != {e}"
 
 
+def test_losses_are_their_own_kernels_not_part_of_the_adjoint(loss_model):
+    """The dynamics contract: the adjoint kernel is -[aᵀ∂f/∂y, aᵀ∂f/∂p] whatever the
+    loss (the engine adds the running cost's forcing), and running_grad is ∂g/∂(y, θ)."""
+    k = loss_model.kernels
+    y, a_ = np.array([0.7, 1.3]), np.array([0.4, -1.1])
+    out = np.empty(2 + TH.size)
+    k.adjoint(0.3, y, TH, a_, out)
+    vy, vp = np.empty(2), np.empty(TH.size)
+    k.vjp(0.3, y, TH, a_, vy, vp)
+    np.testing.assert_array_equal(out, -np.concatenate([vy, vp]))
+    gy, gp = np.empty(2), np.empty(TH.size)
+    k.running_grad(0.3, y, TH, gy, gp, np.empty(0))  # work may be passed, or left out
+    xv, yv, wv = y[0], y[1], TH[4]
+    expected_y = [wv * 2 * (xv - 1), wv * np.sin(0.3) * yv]
+    expected_p = [0, 0, 0, 0, (xv - 1) ** 2 + np.sin(0.3) * yv**2 / 2]
+    np.testing.assert_allclose(gy, expected_y, rtol=1e-14)
+    np.testing.assert_allclose(gp, expected_p, rtol=1e-14)
+
+
 def test_loss_validation():
     system = lv_with_weight()
     z = sp.Symbol("z")

@@ -24,7 +24,7 @@ def test_function_type_data_model_has_the_fields_symode_fills():
 
 def test_address_helpers_exist_and_return_addresses():
     @njit
-    def twice(t, y, p, out):
+    def twice(t, y, p, out, work):
         out[0] = 2.0 * y[0]
 
     sig = dynamics.kernel_signatures(types.float64)["rhs"]
@@ -42,11 +42,13 @@ def _call_rhs_row(addr, sizes, y, p, out):
 
 def test_a_kernel_called_through_its_addresses(tmp_path):
     """The record built from addresses calls the kernel (native address, raw pointers
-    to the row the engine means) for both dtypes, with run-time sizes."""
+    to the row the engine means, the record's scratch) for both dtypes, with run-time
+    sizes."""
 
     @njit
-    def affine(t, y, p, out):
-        out[0] = p[0] * y[0] + p[1]
+    def affine(t, y, p, out, work):
+        work[0] = p[0] * y[0]  # the scratch is the kernel's to use
+        out[0] = work[0] + p[1]
 
     for dtype in (np.float64, np.float32):
         sig = dynamics.kernel_signatures(numba.from_dtype(np.dtype(dtype)))["rhs"]
@@ -55,7 +57,8 @@ def test_a_kernel_called_through_its_addresses(tmp_path):
         slot = dynamics.SLOT["rhs"]
         addr[2 * slot] = function_type._get_wrapper_address(affine, sig)
         addr[2 * slot + 1] = function_type._get_jit_address(affine, sig)
-        sizes = np.array([1, 2, 0, 0], np.int64)
+        sizes = np.zeros(dynamics.N_SIZES, np.int64)
+        sizes[dynamics.Z_N], sizes[dynamics.Z_NP], sizes[dynamics.Z_NW] = 1, 2, 1
         out = np.zeros((2, 1), dtype)
         n = _call_rhs_row(addr, sizes, np.array([3.0], dtype), np.array([2.0, 0.5]), out)
         assert n == 1 and out[1, 0] == 6.5 and out[0, 0] == 0.0
