@@ -84,6 +84,11 @@ from .integrate import (
 # (integrate.advance): no atomic increfs of array arguments and row views per call.
 NO_NRT = {"cache": True, "fastmath": FMA, "error_model": "numpy", "_nrt": False}
 
+# an entry point's float outputs ``fout``: the loss, then where the forward and the
+# backward pass stopped, each as integrate's fstats (t, the failed step's size, the
+# next step's): a failure's message names them, as a solve's does
+O_VALUE, O_FORWARD, O_BACKWARD, N_FOUT = 0, 1, 4, 7
+
 
 @njit(**NO_NRT)
 def grid_index(g, t, right):
@@ -214,10 +219,11 @@ def start_sweep(kind, method, dyn, t_start, t_end, z0, p, aux, biopt, bfopt, bat
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
-def end_sweep(st_b, ws, z_out):
-    """Add a finished sweep's counts (workspace ws) to the stats st_b; z_out = its z."""
+def end_sweep(st_b, fs_b, ws, z_out):
+    """Add a finished sweep's counts (workspace ws) to the stats st_b, where it stopped
+    to fs_b; z_out = its z."""
     st = np.zeros(5, np.int64)
-    finish(ws, st, np.zeros(3))
+    finish(ws, st, fs_b)
     add_stats(st_b, st)
     for m in range(z_out.size):
         z_out[m] = ws[1][m]
@@ -258,7 +264,7 @@ def clear_gradient(gy0, gp):
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def forward_gradient(
     method, dyn, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
-    bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    bfopt, batol, max_ck, gy0, gp, st_f, st_b, fout, y_out,
 ):  # fmt: skip
     """Forward sensitivities: z = [y, S, r] integrated with the state."""
     n = n_states(dyn)
@@ -277,7 +283,7 @@ def forward_gradient(
     Z = np.empty((T, zsz), y0.dtype)
     integrate(
         SENSITIVITY, method, dyn, t0, t1, z0, p, empty_aux(dyn, y0), iopt, fopt, atol, grid, t_obs, Z,
-        st_f, np.zeros(3), runtime(RECORD_NONE), runtime(2),
+        st_f, fout[O_FORWARD : O_FORWARD + 3], runtime(RECORD_NONE), runtime(2),
     )  # fmt: skip
     for i in range(T):
         for j in range(n):
@@ -302,7 +308,7 @@ def forward_gradient(
             else:
                 gy0[col - n_p] += r
         total += running_integral(method, dyn, t0, t1, y0, p, iopt, fopt, atol, grid, st_f)
-    value[0] = total
+    fout[O_VALUE] = total
 
 
 # The forward pass's kind of dynamics (a literal): in the specialized tier FORWARD_COST
@@ -316,7 +322,7 @@ else:
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def forward_pass(
-    method, dyn, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, gy0, gp, max_ck
+    method, dyn, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, fs_f, y_out, gy0, gp, max_ck
 ):
     """The forward solve of the adjoint modes (z = [y] or [y, q] with a running cost),
     after zeroing the gradients. ``max_ck``: 0 records nothing (backsolve), 1 every
@@ -339,7 +345,7 @@ def forward_pass(
     Zf = np.empty((T, nz), y0.dtype)
     rec = integrate(
         FORWARD_PASS, method, dyn, t0, t1, z0, p, empty_aux(dyn, y0), iopt, fopt, atol, grid, t_obs, Zf, st_f,
-        np.zeros(3), what, max_ck,
+        fs_f, what, max_ck,
     )  # fmt: skip
     for i in range(T):
         for j in range(n):
@@ -434,7 +440,7 @@ def checkpoint_sweep(
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def backsolve_gradient(
     method, dyn, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
-    bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    bfopt, batol, max_ck, gy0, gp, st_f, st_b, fout, y_out,
 ):  # fmt: skip
     """Chen et al. 2018, Algorithm 1: [y, λ, μ] backwards in one sweep that stops at
     each observation, where y is reset to the forward value and λ jumps."""
@@ -442,7 +448,23 @@ def backsolve_gradient(
     n_p = n_params(dyn)
     T = t_obs.size
     Zf, rec, total = forward_pass(
-        method, dyn, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, gy0, gp, runtime(0)
+        method,
+        dyn,
+        t0,
+        t1,
+        y0,
+        p,
+        t_obs,
+        iopt,
+        fopt,
+        atol,
+        grid,
+        st_f,
+        fout[O_FORWARD : O_FORWARD + 3],
+        y_out,
+        gy0,
+        gp,
+        runtime(0),
     )
     if st_f[S_STATUS] != SUCCESS:
         return
@@ -471,7 +493,7 @@ def backsolve_gradient(
             Zf, cot, data, use_loss, io, gp, lam_y, wq,
         )  # fmt: skip
         total += phi
-        end_sweep(st_b, ws, za)
+        end_sweep(st_b, fout[O_BACKWARD : O_BACKWARD + 3], ws, za)
     while io >= 0:  # observations at t0
         total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, n)
         io -= 1
@@ -479,7 +501,7 @@ def backsolve_gradient(
         gy0[j] = za[n + j]
     for q in range(n_p):
         gp[q] += za[2 * n + q]
-    value[0] = total
+    fout[O_VALUE] = total
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
@@ -535,7 +557,7 @@ def load_segment(
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def checkpoint_gradient(
     method, dyn, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
-    bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    bfopt, batol, max_ck, gy0, gp, st_f, st_b, fout, y_out,
 ):  # fmt: skip
     """[λ, μ] backwards in one sweep, y from the recorded steps' dense output; the sweep
     stops at each observation (λ jumps) and at each segment's start (the next segment
@@ -544,7 +566,23 @@ def checkpoint_gradient(
     n_p = n_params(dyn)
     T = t_obs.size
     Zf, rec, total = forward_pass(
-        method, dyn, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, gy0, gp, max_ck
+        method,
+        dyn,
+        t0,
+        t1,
+        y0,
+        p,
+        t_obs,
+        iopt,
+        fopt,
+        atol,
+        grid,
+        st_f,
+        fout[O_FORWARD : O_FORWARD + 3],
+        y_out,
+        gy0,
+        gp,
+        max_ck,
     )
     if st_f[S_STATUS] != SUCCESS:
         return
@@ -584,7 +622,7 @@ def checkpoint_gradient(
             t1, max_ck, rec, st_b,
         )  # fmt: skip
         total += phi
-        end_sweep(st_b, ws, za)
+        end_sweep(st_b, fout[O_BACKWARD : O_BACKWARD + 3], ws, za)
     while io >= 0:  # observations at t0
         total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, 0)
         io -= 1
@@ -592,13 +630,13 @@ def checkpoint_gradient(
         gy0[j] = za[j]
     for q in range(n_p):
         gp[q] += za[n + q]
-    value[0] = total
+    fout[O_VALUE] = total
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def discrete_gradient(
     method, dyn, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid, biopt,
-    bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    bfopt, batol, max_ck, gy0, gp, st_f, st_b, fout, y_out,
 ):  # fmt: skip
     """The reverse sweep through the RK stages of the accepted steps and of the dense
     output at the observation times, step sizes held fixed."""
@@ -606,7 +644,23 @@ def discrete_gradient(
     n_p = n_params(dyn)
     T = t_obs.size
     Zf, rec, total = forward_pass(
-        method, dyn, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, y_out, gy0, gp, max_ck
+        method,
+        dyn,
+        t0,
+        t1,
+        y0,
+        p,
+        t_obs,
+        iopt,
+        fopt,
+        atol,
+        grid,
+        st_f,
+        fout[O_FORWARD : O_FORWARD + 3],
+        y_out,
+        gy0,
+        gp,
+        max_ck,
     )
     if st_f[S_STATUS] != SUCCESS:
         return
@@ -646,7 +700,7 @@ def discrete_gradient(
         io -= 1
     for j in range(n):
         gy0[j] = zbar[j]
-    value[0] = total
+    fout[O_VALUE] = total
 
 
 @njit(**NO_NRT)
@@ -773,7 +827,8 @@ def running_integral(method, dyn, t0, t1, y0, p, iopt, fopt, atol, grid, st):
 # data in the generic tier, a literal in the specialized one (symode.codegen's
 # generated ``gradient_<mode>_<k>`` call these with the method's number). The kernels
 # arrive as their addresses (``dynamics.record``). Each writes the gradient of L w.r.t.
-# y0 (gy0) and p (gp) for one trajectory, L into value[0], the forward solution at
+# y0 (gy0) and p (gp) for one trajectory, L into fout[O_VALUE], where each pass stopped
+# into fout[O_FORWARD:], fout[O_BACKWARD:] (t, the failed step's size, the next), the forward solution at
 # t_obs into y_out (T, n), and the passes' statistics into st_f, st_b. ``max_ck`` = 1
 # records every step's stages on the forward pass (one segment, no recomputation);
 # K > 1 keeps at most K checkpoints of the step loop and replays one segment at a time:
@@ -791,18 +846,18 @@ ENSEMBLE = {**ENTRY, "parallel": True}
 @njit(**ENTRY)
 def gradient_backsolve(
     method, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
-    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, fout, y_out,
 ):  # fmt: skip
     backsolve_gradient(
         method, record(addr, sizes, y0), t0, t1, y0, p, t_obs, cot, data, use_loss, iopt,
-        fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+        fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, fout, y_out,
     )  # fmt: skip
 
 
 @njit(**ENSEMBLE)
 def gradient_ensemble_backsolve(
     method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
-    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
 ):  # fmt: skip
     # each trajectory calls the compiled single-trajectory entry (an inlined copy would
     # compile the mode a second time)
@@ -810,25 +865,25 @@ def gradient_ensemble_backsolve(
         gradient_backsolve(
             method, addr, sizes, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, iopt,
             fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i], ST_F[i], ST_B[i],
-            VALUE[i], Y_OUT[i],
+            FOUT[i], Y_OUT[i],
         )  # fmt: skip
 
 
 @njit(**ENTRY)
 def gradient_checkpoint(
     method, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
-    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, fout, y_out,
 ):  # fmt: skip
     checkpoint_gradient(
         method, record(addr, sizes, y0), t0, t1, y0, p, t_obs, cot, data, use_loss, iopt,
-        fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+        fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, fout, y_out,
     )  # fmt: skip
 
 
 @njit(**ENSEMBLE)
 def gradient_ensemble_checkpoint(
     method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
-    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
 ):  # fmt: skip
     # each trajectory calls the compiled single-trajectory entry (an inlined copy would
     # compile the mode a second time)
@@ -836,25 +891,25 @@ def gradient_ensemble_checkpoint(
         gradient_checkpoint(
             method, addr, sizes, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, iopt,
             fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i], ST_F[i], ST_B[i],
-            VALUE[i], Y_OUT[i],
+            FOUT[i], Y_OUT[i],
         )  # fmt: skip
 
 
 @njit(**ENTRY)
 def gradient_discrete(
     method, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
-    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, fout, y_out,
 ):  # fmt: skip
     discrete_gradient(
         method, record(addr, sizes, y0), t0, t1, y0, p, t_obs, cot, data, use_loss, iopt,
-        fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+        fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, fout, y_out,
     )  # fmt: skip
 
 
 @njit(**ENSEMBLE)
 def gradient_ensemble_discrete(
     method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
-    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
 ):  # fmt: skip
     # each trajectory calls the compiled single-trajectory entry (an inlined copy would
     # compile the mode a second time)
@@ -862,25 +917,25 @@ def gradient_ensemble_discrete(
         gradient_discrete(
             method, addr, sizes, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, iopt,
             fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i], ST_F[i], ST_B[i],
-            VALUE[i], Y_OUT[i],
+            FOUT[i], Y_OUT[i],
         )  # fmt: skip
 
 
 @njit(**ENTRY)
 def gradient_forward(
     method, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
-    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+    biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, fout, y_out,
 ):  # fmt: skip
     forward_gradient(
         method, record(addr, sizes, y0), t0, t1, y0, p, t_obs, cot, data, use_loss, iopt,
-        fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out,
+        fopt, atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, fout, y_out,
     )  # fmt: skip
 
 
 @njit(**ENSEMBLE)
 def gradient_ensemble_forward(
     method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
-    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
 ):  # fmt: skip
     # each trajectory calls the compiled single-trajectory entry (an inlined copy would
     # compile the mode a second time)
@@ -888,5 +943,5 @@ def gradient_ensemble_forward(
         gradient_forward(
             method, addr, sizes, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, iopt,
             fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i], ST_F[i], ST_B[i],
-            VALUE[i], Y_OUT[i],
+            FOUT[i], Y_OUT[i],
         )  # fmt: skip

@@ -342,9 +342,9 @@ ENTRY_POINTS = {
     },
     "adjoint": {
         "gradient": "mode, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, "
-        "atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, value, y_out",
+        "atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, fout, y_out",
         "gradient_ensemble": "mode, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, "
-        "iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT",
+        "iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT",
     },
 }
 

@@ -80,12 +80,9 @@ class Gradient:
         return not self.failed
 
 
-_SHORT = {
-    0: "success",
-    1: "max_steps reached (increase max_steps or loosen the tolerances)",
-    2: "step size underflow (a singularity, or a stiff problem)",
-    3: "non-finite state (NaN or inf) in the dynamics",
-}
+# an entry point's float outputs (kernels/adjoint.py, O_*): the loss, then where the
+# forward and the backward pass stopped (t, the failed step's size, the next one's)
+O_VALUE, O_FORWARD, O_BACKWARD, N_FOUT = 0, 1, 4, 7
 
 
 @functools.lru_cache(maxsize=64)
@@ -105,10 +102,14 @@ def _zeros(shape: tuple) -> np.ndarray:
 _STATUS = {int(s): s for s in Status}
 
 
-def _message(code: int, forward_code: int) -> str:
+def _message(code: int, forward_code: int, fout) -> str:
+    """A gradient's status message: a solve's (``Status.describe``, naming t and the
+    step size), and which pass failed."""
     if not code:
-        return _SHORT[0]
-    return ("forward pass: " if forward_code else "backward pass: ") + _SHORT[code]
+        return "success"
+    where = O_FORWARD if forward_code else O_BACKWARD
+    text = Status(code).describe(float(fout[where]), float(fout[where + 1]))
+    return ("forward pass: " if forward_code else "backward pass: ") + text
 
 
 def _time_gradients(model, t_eval, t0, y0, params, cot, GY0, Y_OUT, batched):
@@ -257,18 +258,18 @@ def compute_gradient(
         GP = np.zeros((B, n_p))
         ST_F = np.zeros((B, 5), np.int64)
         ST_B = np.zeros((B, 5), np.int64)
-        VALUE = np.zeros((B, 1))
+        FOUT = np.zeros((B, N_FOUT))
     else:  # one allocation each for the floats and the counts (µs per call); the
         # gradients in value_and_grad's default order, [∂L/∂θ, ∂L/∂y0]: ``Gradient.flat``
-        F = np.zeros(n_p + n + 1)
-        GP, GY0, VALUE = F[:n_p], F[n_p : n_p + n], F[n_p + n :]
+        F = np.zeros(n_p + n + N_FOUT)
+        GP, GY0, FOUT = F[:n_p], F[n_p : n_p + n], F[n_p + n :]
         ST = np.zeros(10, np.int64)
         ST_F, ST_B = ST[:5], ST[5:]
     Y_OUT = np.empty(lead + (T, n), dtype)
     # the engine reads the option arrays only (the cached ones stay intact)
     model._entry("gradient_ensemble" if batched else "gradient", m, adjoint, dtype)(
         t0, t1, y0, params, t_eval, cot, data_a, use_loss, iopt, fopt, atol_f, g, biopt,
-        bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, VALUE, Y_OUT,
+        bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
     )  # fmt: skip
     if batched:
         if (ST_F[:, 0] == BAD_T_EVAL_CODE).any():
@@ -276,13 +277,13 @@ def compute_gradient(
         for bi in np.flatnonzero(ST_F[:, 4] < T):
             Y_OUT[bi, ST_F[bi, 4] :] = np.nan  # outputs a failed forward pass did not reach
         codes = np.where(ST_F[:, 0] != 0, ST_F[:, 0], ST_B[:, 0])
-        msgs = [_message(int(c), sf[0]) for c, sf in zip(codes, ST_F)]
+        msgs = [_message(int(c), sf[0], fo) for c, sf, fo in zip(codes, ST_F, FOUT)]
         failed = tuple(int(i) for i in np.flatnonzero(codes))
         stats = {
             "forward": {"nfev": ST_F[:, 1], "naccept": ST_F[:, 2], "nreject": ST_F[:, 3]},
             "backward": {"nfev": ST_B[:, 1], "naccept": ST_B[:, 2], "nreject": ST_B[:, 3]},
         }
-        value, status, message = (VALUE[:, 0] if use_loss else None), codes, msgs
+        value, status, message = (FOUT[:, O_VALUE] if use_loss else None), codes, msgs
     else:
         st = ST.tolist()
         sf, sb = st[:5], st[5:]
@@ -296,8 +297,8 @@ def compute_gradient(
             "forward": {"nfev": sf[1], "naccept": sf[2], "nreject": sf[3]},
             "backward": {"nfev": sb[1], "naccept": sb[2], "nreject": sb[3]},
         }
-        value = float(VALUE[0]) if use_loss else None
-        status, message = _STATUS[code], _message(code, sf[0])
+        value = float(FOUT[O_VALUE]) if use_loss else None
+        status, message = _STATUS[code], _message(code, sf[0], FOUT)
 
     def time_grad():
         if use_loss:

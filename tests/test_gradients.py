@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -427,6 +428,9 @@ def test_failed_gradient_raises_or_reports(lv_model):
     g = lv_model.vjp(*args, max_steps=3, throw=False)
     assert g.failed == (0,) and g.status == symode.Status.MAX_STEPS
     assert g.message.startswith("forward pass: max_steps reached")
+    # the message names where, as a solve's does (Status.describe): t and the step size
+    where = re.search(r"at t=(\S+) \(step size (\S+)\)", g.message)
+    assert where and 0 < float(where[1]) < 5 and float(where[2]) > 0, g.message
 
 
 def test_unknown_adjoint_mode_lists_the_modes(lv_model):
