@@ -239,7 +239,9 @@ def jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, off):
     return phi
 
 
-@njit(**NO_NRT)
+# inlined: as a call (LLVM stopped inlining it when the record grew a scratch array)
+# the discrete gradient of P3 took 0.119 ms instead of 0.099
+@njit(**NO_NRT, inline="always")
 def vjp_kind(kind, dyn, t, z, p, zbar, out_z, out_p, wy, wp):
     """(out_z, out_p) = zbarᵀ ∂F/∂(z, p) for the forward kinds (with the cost channel)."""
     n = n_states(dyn)

@@ -330,23 +330,25 @@ def _evaluate_backsolve(kind, method, dyn, t, z, p, aux, work, out, r):
     rhs_row(dyn, t, z, p, out, r)
     n = n_states(dyn)
     adjoint_row(dyn, t, z, p, z, n, out, r, n)
-    running_forcing(dyn, t, z, p, work, out, r, n)
+    if has_running_cost(dyn):
+        running_forcing(dyn, t, z, p, work, out, r, n)
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False, inline="always")
+# a call, not inlined: inlined, its code (even untaken) cost the generic tier's
+# backsolve ~50 ns per evaluation (P3: 0.098 -> 0.163 ms)
+@njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False)
 def running_forcing(dyn, t, y, p, work, out, r, o):
     """The running cost's part of the adjoint, out[r, o:o+n+q] -= [∂g/∂y, ∂g/∂p] at y
     (Chen et al. 2018, eq. 4 with ∫g dt in the loss); scratch work[n:2n+q]."""
-    if has_running_cost(dyn):
-        n = n_states(dyn)
-        n_p = n_params(dyn)
-        wy = work[n : 2 * n]
-        wp = work[2 * n : 2 * n + n_p]
-        running_grad(dyn, t, y, p, wy, wp)
-        for j in range(n):
-            out[r, o + j] -= wy[j]
-        for q in range(n_p):
-            out[r, o + n + q] -= wp[q]
+    n = n_states(dyn)
+    n_p = n_params(dyn)
+    wy = work[n : 2 * n]
+    wp = work[2 * n : 2 * n + n_p]
+    running_grad(dyn, t, y, p, wy, wp)
+    for j in range(n):
+        out[r, o + j] -= wy[j]
+    for q in range(n_p):
+        out[r, o + n + q] -= wp[q]
 
 
 def _evaluate_adjoint(kind, method, dyn, t, z, p, aux, work, out, r):
@@ -426,13 +428,20 @@ def _stage_eval_adjoint(kind, method, dyn, t, z, p, aux, work, out, r):
             v = v * s + cbuf[q, m]
         work[m] = v
     adjoint_row(dyn, t, work, p, z, ZERO, out, r, ZERO)
-    running_forcing(dyn, t, work, p, work, out, r, ZERO)
+    if has_running_cost(dyn):
+        running_forcing(dyn, t, work, p, work, out, r, ZERO)
+
+
+# the kinds whose evaluation is written into the loop: ADJOINT's (interpolation and
+# adjoint), and BACKSOLVE's, whose call LLVM stopped inlining once it had the running
+# cost's branch (P3's backsolve gradient, generic tier: 0.098 -> 0.15 ms)
+_STAGE_EVAL = {ADJOINT: _stage_eval_adjoint, BACKSOLVE: _evaluate_backsolve}
 
 
 @overload(stage_eval, prefer_literal=True, inline="always", jit_options=EVALUATE_OPTIONS)
 def _stage_eval_kind(kind, method, dyn, t, z, p, aux, work, out, r):
     if isinstance(kind, types.IntegerLiteral):
-        return _stage_eval_adjoint if kind.literal_value == ADJOINT else _stage_eval_call
+        return _STAGE_EVAL.get(kind.literal_value, _stage_eval_call)
     return None
 
 
