@@ -13,7 +13,7 @@ carries on across the jump. (Restarting the integration at each observation cost
 initial step and allocations each time, and rejected steps: on P3, 101 observations,
 backsolve's backward pass had 43 rejections and now none, and its gradient went from
 319 to 264 µs.) With adaptive steps the step loop makes the jumps itself
-(``integrate.on_stop``, the observation data in aux[6]) and returns to the sweep only
+(``integrate.on_stop``, the observation data in aux.jumps) and returns to the sweep only
 at segment starts; fixed steps return at each stop (``resume``/``restart``) for the
 next piece of the grid.
 - CHECKPOINT: the forward pass records every step's stages, or keeps at most ``max_ck``
@@ -50,6 +50,9 @@ from .integrate import (
     FORWARD,
     FORWARD_COST,
     I_NERR,
+    J_NEXT,
+    J_PHI,
+    J_SEGMENT,
     ONE,
     RECORD_CHECKPOINTS,
     RECORD_NONE,
@@ -61,6 +64,9 @@ from .integrate import (
     S_STATUS,
     SENSITIVITY,
     SUCCESS,
+    Jumps,
+    Steps,
+    Sweep,
     adaptive_steps,
     begin,
     dense_weights,
@@ -171,7 +177,7 @@ def piece_grid(method, grid, stops, i, t_start, t_end, ws, gbuf):
     need no grid: returns -1, and the (empty) grid is the sweep's grid."""
     if adaptive_steps(method, grid):
         return -1
-    ws[7][C_STEP] = 0
+    ws.iv[C_STEP] = 0
     ta = t_start if i < 0 else stops[i]
     tb = stops[i + 1] if i + 1 < stops.size else t_end
     return subgrid(grid, ta, tb, gbuf)
@@ -226,7 +232,7 @@ def end_sweep(st_b, fs_b, ws, z_out):
     finish(ws, st, fs_b)
     add_stats(st_b, st)
     for m in range(z_out.size):
-        z_out[m] = ws[1][m]
+        z_out[m] = ws.z[m]
 
 
 @njit(**NO_NRT)
@@ -369,30 +375,30 @@ def backsolve_sweep(
     observation io).
 
     With adaptive steps the step loop makes the jumps itself (``on_stop``, with the
-    observation data in aux[6]) and runs through; fixed steps return at every stop (the
+    observation data in aux.jumps) and runs through; fixed steps return at every stop (the
     next grid piece)."""
     n = n_states(dyn)
-    ji = aux[6][7]
-    jf = aux[6][8]
-    ji[0] = io
-    z = ws[1]
+    ints = aux.jumps.ints
+    floats = aux.jumps.floats
+    ints[J_NEXT] = io
+    z = ws.z
     total = 0.0
     m = piece_grid(method, grid, stops, -1, t_start, t0, ws, gbuf)
     g = grid if m < 0 else gbuf[:m]
-    while ws[7][C_STATUS] == RUNNING:
+    while ws.iv[C_STATUS] == RUNNING:
         i = resume(BACKSOLVE, method, dyn, t0, p, aux, biopt, bfopt, batol, g, stops, ws, rec_b)
-        io = ji[0]
+        io = ints[J_NEXT]
         if i < 0:
             break
         # the stop is observation io
         for j in range(n):
             z[j] = Zf[io, j]
         total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, n)
-        ji[0] = io - 1
+        ints[J_NEXT] = io - 1
         restart(BACKSOLVE, method, dyn, p, aux, ws)
         m = piece_grid(method, grid, stops, i, t_start, t0, ws, gbuf)
         g = grid if m < 0 else gbuf[:m]
-    return total + jf[0], ji[0]
+    return total + floats[J_PHI], ints[J_NEXT]
 
 
 @njit(**NO_NRT)
@@ -406,21 +412,21 @@ def checkpoint_sweep(
     start. Returns (Σ φ, the next observation io).
 
     With adaptive steps the step loop makes the jumps itself (``on_stop``, with the
-    observation data in aux[6]) and returns here only at segment starts; fixed steps
+    observation data in aux.jumps) and returns here only at segment starts; fixed steps
     return at every stop (the next grid piece)."""
     n_seg = bounds.size
-    seg_z, seg_k, seg_t, seg_h, cbuf, iw, jd = aux
-    ji = jd[7]
-    jf = jd[8]
-    ji[0] = io
-    jf[1] = bounds[n_seg - 1 - q] if q > 0 else np.nan
-    z = ws[1]
+    seg_z, seg_k, seg_t, seg_h, cbuf, iw = aux.steps
+    ints = aux.jumps.ints
+    floats = aux.jumps.floats
+    ints[J_NEXT] = io
+    floats[J_SEGMENT] = bounds[n_seg - 1 - q] if q > 0 else np.nan
+    z = ws.z
     total = 0.0
     m = piece_grid(method, grid, stops, -1, t_start, t0, ws, gbuf)
     g = grid if m < 0 else gbuf[:m]
-    while ws[7][C_STATUS] == RUNNING:
+    while ws.iv[C_STATUS] == RUNNING:
         i = resume(ADJOINT, method, dyn, t0, p, aux, biopt, bfopt, batol, g, stops, ws, rec_b)
-        io = ji[0]
+        io = ints[J_NEXT]
         if i < 0:
             break
         if q > 0 and stops[i] == bounds[n_seg - 1 - q]:
@@ -429,14 +435,14 @@ def checkpoint_sweep(
                 method, dyn, q, p, iopt, fopt, atol, grid, t1, max_ck, rec, seg_t, seg_h, seg_z,
                 seg_k, iw, st_b,
             )  # fmt: skip
-            jf[1] = bounds[n_seg - 1 - q] if q > 0 else np.nan
+            floats[J_SEGMENT] = bounds[n_seg - 1 - q] if q > 0 else np.nan
         if io >= 0 and stops[i] == t_obs[io]:
             total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, 0)
-            ji[0] = io - 1
+            ints[J_NEXT] = io - 1
             restart(ADJOINT, method, dyn, p, aux, ws)
         m = piece_grid(method, grid, stops, i, t_start, t0, ws, gbuf)
         g = grid if m < 0 else gbuf[:m]
-    return total + jf[0], ji[0]
+    return total + floats[J_PHI], ints[J_NEXT]
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
@@ -474,9 +480,11 @@ def backsolve_gradient(
     lam_y = np.zeros(n)
     wq = np.empty(n_params(dyn))  # scratch of observation_cotangent
     # the jumps' data for the step loop (``on_stop``), see checkpoint's
-    jd = (Zf, cot, data, t_obs, gp, lam_y, wq, np.array([-1, 1 if use_loss else 0]), np.zeros(2))
-    jd[8][1] = np.nan  # no segments
-    aux = empty_aux(dyn, y0) + (jd,)
+    jumps = Jumps(
+        Zf, cot, data, t_obs, gp, lam_y, wq, np.array([-1, 1 if use_loss else 0]), np.zeros(2)
+    )
+    jumps.floats[J_SEGMENT] = np.nan  # no segments
+    aux = Sweep(empty_aux(dyn, y0), jumps)
     za = np.zeros(2 * n + n_p, y0.dtype)
     # λ = 0 after the last observation (no running cost there): start at it
     io = T - 1
@@ -595,10 +603,12 @@ def checkpoint_gradient(
     iw = np.array([0, 1, 1 if t1 >= t0 else -1, -1], np.int64)
     lam_y = np.zeros(n)
     wq = np.empty(n_params(dyn))  # scratch of observation_cotangent
-    # the jumps' data for the step loop (``on_stop``, ``jump_at``): ji = (io, use_loss)
-    # and jf = (Σ φ, the next segment start) are set by checkpoint_sweep
-    jd = (Zf, cot, data, t_obs, gp, lam_y, wq, np.array([-1, 1 if use_loss else 0]), np.zeros(2))
-    aux = (seg_z, seg_k, seg_t, seg_h, np.empty((K + 1, n)), iw, jd)
+    # the jumps' data for the step loop (``on_stop``, ``jump_at``): the next observation
+    # and segment start are set by checkpoint_sweep
+    jumps = Jumps(
+        Zf, cot, data, t_obs, gp, lam_y, wq, np.array([-1, 1 if use_loss else 0]), np.zeros(2)
+    )
+    aux = Sweep(Steps(seg_z, seg_k, seg_t, seg_h, np.empty((K + 1, n)), iw), jumps)
     q = n_seg - 1
     bounds = np.empty(n_seg)  # the segments' start times, in the sweep's order
     for r in range(n_seg - 1):

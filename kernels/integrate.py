@@ -26,6 +26,7 @@ Algorithm 1.
 """
 
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit, types
@@ -254,12 +255,27 @@ local_weights = local_array_intrinsic(_local_shape(lambda nz, S, nw: (S,)))
 local_work = local_array_intrinsic(_local_shape(lambda nz, S, nw: (nw,)))
 
 
+# What a kind's evaluation reads beyond the state (``aux``):
+# - the recorded forward steps the ADJOINT kind interpolates y(t) from: states zs, stages
+#   ks, start times ts and sizes hs, the current step's polynomial cbuf, and the search
+#   state iw = (last step j, number of steps, direction, j of cbuf) (``stage_eval``);
+Steps = namedtuple("Steps", "zs ks ts hs cbuf iw")
+# - the adjoint sweeps' jumps at the observations (``jump_at``): the forward states Zf
+#   and the cotangents (or data) there, ∂φ/∂p accumulating into gp, scratch lam_y and
+#   wq, ints = (the next observation, whether a compiled loss gives the cotangents) and
+#   floats = (Σ φ of the jumps made, the next segment start, where no jump is made);
+Jumps = namedtuple("Jumps", "Zf cot data t_obs gp lam_y wq ints floats")
+J_NEXT, J_USE_LOSS = 0, 1  # Jumps.ints
+J_PHI, J_SEGMENT = 0, 1  # Jumps.floats
+# - a sweep's: both.
+Sweep = namedtuple("Sweep", "steps jumps")
+
+
 @njit(cache=True, fastmath=FMA, error_model="numpy")
 def empty_aux(dyn, like):
-    """A placeholder for ``aux`` (the ADJOINT kind's recorded forward steps, see
-    ``stage_eval``)."""
+    """``aux`` for the kinds that read none: empty Steps."""
     n = n_states(dyn)
-    return (
+    return Steps(
         np.zeros((1, n), like.dtype),
         np.zeros((1, 1, n), like.dtype),
         np.zeros(2),
@@ -396,18 +412,13 @@ def _stage_eval_call(kind, method, dyn, t, z, p, aux, work, out, r):
 
 
 def _stage_eval_adjoint(kind, method, dyn, t, z, p, aux, work, out, r):
-    # y(t) from the recorded forward steps aux = (z_j, k_j, t_j, h_j, cbuf, iw): the
+    # y(t) from the recorded forward steps aux.steps = (z_j, k_j, t_j, h_j, cbuf, iw): the
     # method's continuous extension in the step j holding t, its polynomial in cbuf
     # (``load_interpolant``, redone when j changes). The step is found from the last
     # one, iw = (last j, nsteps, direction, j of cbuf): the sweep moves through the
     # steps in order, so this is one or two comparisons, and a binary search only
     # after a jump. Then the adjoint itself.
-    zs = aux[0]
-    ks = aux[1]
-    ts = aux[2]
-    hs = aux[3]
-    cbuf = aux[4]
-    iw = aux[5]
+    zs, ks, ts, hs, cbuf, iw = aux.steps
     K = tableau(method)[4].shape[1]
     j = iw[0]
     nsteps = iw[1]
@@ -471,29 +482,23 @@ def on_stop(kind, dyn, t, z, p, aux):
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False, inline="always")
-def jump_at(dyn, t, z, p, jd, off):
+def jump_at(dyn, t, z, p, jumps, off):
     """The adjoint's jump if t is the next observation (and not a segment start): λ =
     z[off : off + n] += ∂L/∂y(t_io); for backsolve (off = n) y = z[:n] is reset to the
-    forward value first. jd = (Zf, cot, data, t_obs, gp, lam_y, wq, ji, jf): the forward
-    states and the cotangents (or data) at the observations, ∂φ/∂p accumulates into gp,
-    scratch lam_y and wq, ji = (next observation io, use_loss), jf = (Σ φ of the jumps
-    made here, the next segment start or NaN)."""
-    ji = jd[7]
-    jf = jd[8]
-    io = ji[0]
-    if io < 0 or t != jd[3][io] or t == jf[1]:
+    forward value first (``Jumps``)."""
+    io = jumps.ints[J_NEXT]
+    if io < 0 or t != jumps.t_obs[io] or t == jumps.floats[J_SEGMENT]:
         return False
-    Zf = jd[0]
     if off > 0:
         for j in range(n_states(dyn)):
-            z[j] = Zf[io, j]
-    lam_y = jd[5]
-    jf[0] += observation_cotangent(
-        dyn, ji[1] == 1, Zf[io], jd[1][io], jd[2][io], p, lam_y, jd[4], jd[6]
-    )
+            z[j] = jumps.Zf[io, j]
+    jumps.floats[J_PHI] += observation_cotangent(
+        dyn, jumps.ints[J_USE_LOSS] == 1, jumps.Zf[io], jumps.cot[io], jumps.data[io], p,
+        jumps.lam_y, jumps.gp, jumps.wq,
+    )  # fmt: skip
     for j in range(n_states(dyn)):
-        z[off + j] += lam_y[j]
-    ji[0] = io - 1
+        z[off + j] += jumps.lam_y[j]
+    jumps.ints[J_NEXT] = io - 1
     return True
 
 
@@ -502,11 +507,11 @@ def _on_stop_return(kind, dyn, t, z, p, aux):
 
 
 def _on_stop_adjoint(kind, dyn, t, z, p, aux):
-    return jump_at(dyn, t, z, p, aux[6], ZERO)
+    return jump_at(dyn, t, z, p, aux.jumps, ZERO)
 
 
 def _on_stop_backsolve(kind, dyn, t, z, p, aux):
-    return jump_at(dyn, t, z, p, aux[6], n_states(dyn))
+    return jump_at(dyn, t, z, p, aux.jumps, n_states(dyn))
 
 
 _ON_STOP = {ADJOINT: _on_stop_adjoint, BACKSOLVE: _on_stop_backsolve}
@@ -735,22 +740,29 @@ def grow_3d(a, size):
     return out
 
 
+# The record of the accepted steps (``integrate``'s ``record``): RECORD_STEPS and
+# RECORD_STAGES keep every step's start time t, size h and state ck_z (and stages ck_k);
+# RECORD_CHECKPOINTS keeps snapshots (step number ck_i, state ck_z, first stage
+# ck_k[:, 0], (t, h, errold) ck_f) for ``replay``.
+Record = namedtuple("Record", "t h ck_i ck_z ck_k ck_f")
+
+
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
-def record_step(r, t, hs, z, k, record, rec_t, rec_h, ck_z, ck_k):
+def record_step(r, t, hs, z, k, record, rec):
     """Record accepted step r (of this run): start time, size and state, and with
     RECORD_STAGES its stages. The buffers have room (``has_room``)."""
-    rec_t[r] = t
-    rec_h[r] = hs
+    rec.t[r] = t
+    rec.h[r] = hs
     for m in range(z.size):
-        ck_z[r, m] = z[m]
+        rec.ck_z[r, m] = z[m]
     if record == RECORD_STAGES:
         for i in range(k.shape[0]):
             for m in range(z.size):
-                ck_k[r, i, m] = k[i, m]
+                rec.ck_k[r, i, m] = k[i, m]
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
-def snapshot(step, t, h, errold, z, k, ck_i, ck_z, ck_k, ck_f, n_ck, every, max_ck):
+def snapshot(step, t, h, errold, z, k, rec, n_ck, every, max_ck):
     """A checkpoint of the step loop as it starts step ``step``: everything ``replay``
     needs to take the same steps again (t, the next step size, the controller's memory,
     z and k[0]). Kept at steps that are multiples of ``every``; when ``max_ck`` are
@@ -759,6 +771,12 @@ def snapshot(step, t, h, errold, z, k, ck_i, ck_z, ck_k, ck_f, n_ck, every, max_
     Returns (n_ck, every)."""
     if step % every != 0:
         return n_ck, every
+    # one by one: unpacking them as a tuple (ck_i, ... = rec.ck_i, ...) in this inlined
+    # function lost the last store (numba 0.68: ck_f was never written)
+    ck_i = rec.ck_i
+    ck_z = rec.ck_z
+    ck_k = rec.ck_k
+    ck_f = rec.ck_f
     nz = z.size
     if n_ck == max_ck:  # thin: keep every other checkpoint
         kept = 0
@@ -786,15 +804,20 @@ def snapshot(step, t, h, errold, z, k, ck_i, ck_z, ck_k, ck_f, n_ck, every, max_
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
-def has_room(record, r, n_ck, max_ck, rec_t, ck_i):
+def has_room(record, r, n_ck, max_ck, rec):
     """Whether the record buffers can take one more accepted step (r of this run)."""
     if record == RECORD_NONE:
         return True
     if record == RECORD_CHECKPOINTS:
-        return n_ck < ck_i.size or n_ck >= max_ck
-    return r + 2 <= rec_t.size
+        return n_ck < rec.ck_i.size or n_ck >= max_ck
+    return r + 2 <= rec.t.size
 
 
+# The step loop's arrays (``workspace``): the stages k (rows: the s stages, f at the
+# step's end, the extra dense-output stages), the state z and two scratch states, the
+# evaluations' scratch work (``work_size``), the dense-output weights bth, and the
+# loop's scalar state between calls of ``advance`` (float and int parts, V_* and C_*).
+Workspace = namedtuple("Workspace", "k z ztmp znew work bth fv iv")
 # the step loop's scalar state between calls of ``advance`` (float and int parts)
 V_T, V_H, V_ERROLD, V_FAIL_H = 0, 1, 2, 3
 C_STEP, C_IOUT, C_NFEV, C_NACCEPT, C_NREJECT, C_STATUS = 0, 1, 2, 3, 4, 5
@@ -814,64 +837,175 @@ ERR_MIN = 1e-4  # the PI controller's floor of the previous error (HNW's DOPRI5)
 LOG_ERR_MIN = math.log(ERR_MIN)
 
 
+# The step loop's named state. Namedtuples of scalars are values to numba (no heap, no
+# reference counts): a piece takes one and returns the next, and LLVM keeps them in
+# registers as it kept the loop's plain locals.
+# - the options, read once per call of ``advance`` from the iopt / fopt arrays that the
+#   Python side fills (``Model._options``);
+Options = namedtuple("Options", "max_steps nerr rtol safety facmin facmax beta expo dt_min")
+# - the PI controller's memory: the proposed step size, the last accepted step's error
+#   (and its log: err**-expo * errold**beta as one exp, not two calls of libm's pow per
+#   step, ~20 ns each, 12% of P3's gradient), whether the last attempt was rejected and
+#   whether for a non-finite state (a step size underflow after that is NONFINITE).
+Controller = namedtuple("Controller", "h errold log_errold rejected nonfinite")
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False, inline="always")
+def read_options(method, iopt, fopt):
+    beta = fopt[F_BETA]
+    return Options(
+        iopt[I_MAX_STEPS], iopt[I_NERR], fopt[F_RTOL], fopt[F_SAFETY], fopt[F_FACMIN],
+        fopt[F_FACMAX], beta, 1.0 / (err_order(method) + 1) - 0.75 * beta, fopt[F_DT_MIN],
+    )  # fmt: skip
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False, inline="always")
+def step_failure(opt, ctl, step, t, direction):
+    """Why an adaptive loop cannot take another step (MAX_STEPS, STEP_UNDERFLOW or, after
+    non-finite states, NONFINITE), or SUCCESS."""
+    if step >= opt.max_steps:
+        return MAX_STEPS
+    hmin = max(opt.dt_min, 10.0 * abs(np.nextafter(t, t + direction) - t))
+    if ctl.h < hmin:
+        return NONFINITE if ctl.nonfinite else STEP_UNDERFLOW
+    return SUCCESS
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False, inline="always")
+def next_time(adaptive, ctl, t, t1, direction, grid, step, t_out, iout, tstops):
+    """The end of the next step: t + h clipped to t1 and, when t_out are stops, to the
+    next stop (reached in one step within ``STOP_STRETCH`` × h); the next grid point for
+    fixed steps. Returns (tnew, tnew - t)."""
+    if not adaptive:
+        return grid[step + 1], grid[step + 1] - t
+    hs = direction * ctl.h
+    tnew = t + hs
+    if direction * (tnew - t1) >= 0:
+        tnew = t1
+        hs = t1 - t
+    if tstops and iout < t_out.size:
+        reach = ctl.h * (1.0 if ctl.rejected else STOP_STRETCH)
+        if direction * (t_out[iout] - t) <= reach:
+            tnew = t_out[iout]
+            hs = tnew - t
+    return tnew, hs
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False, inline="always")
+def control(opt, ctl, err, finite, hs):
+    """The PI controller (HNW's DOPRI5, Gustafsson's β) on a step of size |hs| with
+    error err: returns (accepted, the next step's size, the controller's new memory).
+    A step shortened to end on t1 or a stop speaks for its own size (HNW's DOPRI5
+    shrinks from it) and may shrink the proposal h but not grow it (the error of a short
+    step is small, and mostly rounding for a sliver; growing from it made the next full
+    step fail), and the controller keeps no memory of it."""
+    h = abs(hs)
+    if not (err <= 1e300) or not finite:
+        h *= opt.facmin
+        return False, h, Controller(h, ctl.errold, ctl.log_errold, True, True)
+    log_err = math.log(err) if err > 0.0 else LOG_ERR_MIN
+    if err > 1.0:
+        h *= max(opt.facmin, opt.safety * math.exp(-opt.expo * log_err))
+        return False, h, Controller(h, ctl.errold, ctl.log_errold, True, False)
+    if err == 0.0:
+        fac = opt.facmax
+    else:
+        fac = opt.safety * math.exp(opt.beta * ctl.log_errold - opt.expo * log_err)
+    fac = min(1.0 if ctl.rejected else opt.facmax, max(opt.facmin, fac))
+    if h < ctl.h:
+        hnext = min(ctl.h, h * fac)
+        return True, hnext, Controller(hnext, ctl.errold, ctl.log_errold, False, False)
+    hnext = h * fac
+    return (
+        True,
+        hnext,
+        Controller(hnext, max(err, ERR_MIN), max(log_err, LOG_ERR_MIN), False, False),
+    )
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False, inline="always")
+def write_outputs(method, tab, t, tnew, hs, z, znew, k, bth, t_out, z_out, iout, tstops, direction):
+    """The outputs inside (t, tnew]: the end state, or the dense output (HNW II.6);
+    with stops, none: the stop is reached. Returns (the next output, whether a stop was
+    reached)."""
+    P = tab[4]
+    hit = False
+    while iout < t_out.size and direction * (t_out[iout] - tnew) <= 0:
+        if tstops:
+            hit = True
+        elif t_out[iout] == tnew:
+            for m in range(znew.size):
+                z_out[iout, m] = znew[m]
+        else:
+            dense_weights(method, (t_out[iout] - t) / hs, bth)
+            for m in range(znew.size):
+                acc = 0.0
+                for i in range(P.shape[0]):
+                    acc += bth[i] * k[i, m]
+                z_out[iout, m] = z[m] + hs * acc
+        iout += 1
+    return iout, hit
+
+
 @njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False)
 def advance(
-    kind, method, dyn, t1, p, aux, iopt, fopt, atol, grid, t_out, z_out, ws, record, max_ck,
-    rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
-):  # fmt: skip
+    kind, method, dyn, t1, p, aux, iopt, fopt, atol, grid, t_out, z_out, ws, record, max_ck, rec
+):
     """The step loop of ``integrate``: steps from the state in the workspace ws
     (z, k[0], fv, iv) until t1, step number iv[C_STOP], a failure, or full record
-    buffers (status RUNNING; ``integrate`` grows them and calls again), then writes the
-    state back.
+    buffers rec (status RUNNING; ``integrate`` grows them and calls again), then writes
+    the state back. A step: why none can be taken (``step_failure``), its end
+    (``next_time``), its stages, end state and error estimate (written here: as an
+    inlined piece of their own, LLVM stopped inlining the kernels' calls in some kinds,
+    P3's backsolve gradient 0.10 -> 0.18 ms), the controller's verdict (``control``),
+    then for an accepted step its last stage, the outputs (``write_outputs``) and the
+    record (``record_step``, ``snapshot``); the loop's state in between is named
+    (``Options``, ``Controller``, ``Workspace``, ``Record``).
 
     With iv[C_TSTOPS] == 1 the times t_out are stops instead of outputs: adaptive steps
     are shortened (or stretched, ``STOP_STRETCH``) to end on the next one (a fixed grid
-    must contain them), nothing is written to z_out, and the loop returns with status
-    STOPPED after the step that reached it, so that the caller can change z there (the
-    adjoint's jumps at the observation times) and call again (``resume``); the
-    controller keeps its state.
+    must contain them), nothing is written to z_out, and at a stop the kind's change is
+    made (``on_stop``: the adjoint's jumps at the observation times) or, where the caller
+    makes it, the loop returns with status STOPPED (``resume`` goes on); the controller
+    keeps its state.
 
     It allocates no heap arrays, so it is compiled without reference counting (numba's
     ``_nrt`` flag): with it, each call paid ~20 atomic increfs and decrefs of its array
     arguments, felt by the adjoint's sweep, which calls it once per observation. Its
     working buffers live in its own stack frame (``local.py``; the workspace's own
-    arrays when too large) and the helpers that touch them are inlined, so LLVM keeps
-    small states in registers."""
-    k_io, z_io, ztmp_ws, znew_ws, work_ws, bth_ws, fv, iv = ws
-    z = local_state(kind, method, z_io)
-    ztmp = local_state(kind, method, ztmp_ws)
-    znew = local_state(kind, method, znew_ws)
-    k = local_stages(kind, method, k_io)
-    work = local_work(kind, method, work_ws)
-    bth = local_weights(kind, method, bth_ws)
+    arrays when too large) and the pieces are inlined, so LLVM keeps small states in
+    registers."""
+    fv = ws.fv
+    iv = ws.iv
+    z = local_state(kind, method, ws.z)
+    ztmp = local_state(kind, method, ws.ztmp)
+    znew = local_state(kind, method, ws.znew)
+    k = local_stages(kind, method, ws.k)
+    work = local_work(kind, method, ws.work)
+    bth = local_weights(kind, method, ws.bth)
     for m in range(work.size):
         work[m] = 0.0
     for m in range(z.size):
-        z[m] = z_io[m]
-        k[0, m] = k_io[0, m]
-    A, b, c, e, P, Ax, cx = tableau(method)
-    is_fsal = fsal(method)
-    adaptive = adaptive_steps(method, grid)
+        z[m] = ws.z[m]
+        k[0, m] = ws.k[0, m]
+    # the tableau's arrays, unpacked once (in the generic tier each unpacking slices the
+    # packed array: once per piece and step, that cost P3's gradients 10-30%)
+    tab = tableau(method)
+    A, b, c, e, P, Ax, cx = tab
     s = A.shape[0]
     n_extra = Ax.shape[0]
-    nz = state_size(kind, dyn)
     n_read = read_size(kind, dyn)
-    max_steps = iopt[I_MAX_STEPS]
-    nerr = iopt[I_NERR]
-    rtol = fopt[F_RTOL]
-    safety = fopt[F_SAFETY]
-    facmin = fopt[F_FACMIN]
-    facmax = fopt[F_FACMAX]
-    beta = fopt[F_BETA]
-    expo = 1.0 / (err_order(method) + 1) - 0.75 * beta
+    is_fsal = fsal(method)
+    adaptive = adaptive_steps(method, grid)
+    nz = state_size(kind, dyn)
+    opt = read_options(method, iopt, fopt)
     T = t_out.size
     t = fv[V_T]
     direction = 1.0 if t1 >= t else -1.0
-    h = fv[V_H]
-    errold = fv[V_ERROLD]
-    # the controller's powers as exp(log): err**-expo * errold**beta cost two calls of
-    # libm's pow per step (~20 ns each, 12% of P3's gradient); one log and one exp
-    log_errold = math.log(errold)
+    ctl = Controller(
+        fv[V_H], fv[V_ERROLD], math.log(fv[V_ERROLD]), iv[C_REJECTED] == 1,
+        iv[C_LAST_NONFINITE] == 1,
+    )  # fmt: skip
     fail_h = fv[V_FAIL_H]
     step = iv[C_STEP]
     iout = iv[C_IOUT]
@@ -880,44 +1014,25 @@ def advance(
     nreject = iv[C_NREJECT]
     n_ck = iv[C_NCK]
     every = iv[C_EVERY]
-    rejected = iv[C_REJECTED] == 1
-    last_nonfinite = iv[C_LAST_NONFINITE] == 1
     step0 = iv[C_STEP0]
     stop = iv[C_STOP]
     tstops = iv[C_TSTOPS] == 1
     status = SUCCESS
     if record == RECORD_CHECKPOINTS and step == 0 and n_ck == 0:
-        n_ck, every = snapshot(0, t, h, errold, z, k, ck_i, ck_z, ck_k, ck_f, 0, 1, max_ck)
+        n_ck, every = snapshot(0, t, ctl.h, ctl.errold, z, k, rec, 0, 1, max_ck)
     while direction * (t1 - t) > 0 and step < stop:
-        if not has_room(record, step - step0, n_ck, max_ck, rec_t, ck_i):
+        if not has_room(record, step - step0, n_ck, max_ck, rec):
             status = RUNNING
             break
         if adaptive:
-            if step >= max_steps:
-                status = MAX_STEPS
-                fail_h = h
+            status = step_failure(opt, ctl, step, t, direction)
+            if status != SUCCESS:
+                fail_h = ctl.h
                 break
-            hmin = max(fopt[F_DT_MIN], 10.0 * abs(np.nextafter(t, t + direction) - t))
-            if h < hmin:
-                status = NONFINITE if last_nonfinite else STEP_UNDERFLOW
-                fail_h = h
-                break
-            hs = direction * h
-            tnew = t + hs
-            if direction * (tnew - t1) >= 0:
-                tnew = t1
-                hs = t1 - t
-            if tstops and iout < T:
-                reach = h * (1.0 if rejected else STOP_STRETCH)
-                if direction * (t_out[iout] - t) <= reach:
-                    tnew = t_out[iout]
-                    hs = tnew - t
-        else:
-            if step >= grid.size - 1:
-                break
-            tnew = grid[step + 1]
-            hs = tnew - t
-        # stages 1..s-1, the new state and (adaptive) the error estimate, in place
+        elif step >= grid.size - 1:
+            break
+        tnew, hs = next_time(adaptive, ctl, t, t1, direction, grid, step, t_out, iout, tstops)
+        # the step: stages 1..s-1 (k[0] = F(t, z) is set), then znew = z + hs Σ b_i k_i
         for i in range(1, s):
             for m in range(n_read):
                 acc = 0.0
@@ -925,9 +1040,11 @@ def advance(
                     acc += A[i, j] * k[j, m]
                 ztmp[m] = z[m] + hs * acc
             stage_eval(kind, method, dyn, t + c[i] * hs, ztmp, p, aux, work, k, i)
-        nfev += s - 1
-        err = 0.0
+        # and, adaptive, the RMS of the scaled error estimate hs Σ e_i k_i (HNW I, II.4
+        # eq. 4.11) with only the first nerr components contributing: the seminorm of
+        # Kidger, Chen & Lyons (2021), which therefore never exceeds the full norm
         finite = True
+        err = 0.0
         for m in range(nz):
             acc = 0.0
             erm = 0.0
@@ -938,51 +1055,22 @@ def advance(
             zn = z[m] + hs * acc
             znew[m] = zn
             finite = finite and np.isfinite(zn)
-            if adaptive and m < nerr:
-                # RMS of the scaled error (HNW I, II.4 eq. 4.11) with only the first
-                # nerr components contributing: the seminorm of Kidger, Chen & Lyons
-                # (2021), which therefore never exceeds the full norm
-                r = hs * erm / (atol[m] + rtol * max(abs(z[m]), abs(zn)))
+            if adaptive and m < opt.nerr:
+                r = hs * erm / (atol[m] + opt.rtol * max(abs(z[m]), abs(zn)))
                 err += r * r
-        hnext = h
+        nfev += s - 1
+        hnext = ctl.h
         if adaptive:
-            err = math.sqrt(err / nz)
-            # a step shortened to end on t1 or a stop: its error speaks for its own
-            # size (HNW's DOPRI5 shrinks from it), and may shrink the proposal h but
-            # not grow it (the error of a short step is small, and mostly rounding
-            # for a sliver; growing from it made the next full step fail)
-            h_full = h
-            h = abs(hs)
-            if not (err <= 1e300) or not finite:
-                h *= facmin
+            accepted, hnext, ctl = control(opt, ctl, math.sqrt(err / nz), finite, hs)
+            if not accepted:
                 nreject += 1
-                rejected = True
-                last_nonfinite = True
                 continue
-            last_nonfinite = False
-            log_err = math.log(err) if err > 0.0 else LOG_ERR_MIN
-            if err > 1.0:
-                h *= max(facmin, safety * math.exp(-expo * log_err))
-                nreject += 1
-                rejected = True
-                continue
-            if err == 0.0:
-                fac = facmax
-            else:
-                fac = safety * math.exp(beta * log_errold - expo * log_err)
-            fac = min(1.0 if rejected else facmax, max(facmin, fac))
-            if h < h_full:
-                hnext = min(h_full, h * fac)  # errold kept: no memory of a short step
-            else:
-                hnext = h * fac
-                errold = max(err, ERR_MIN)
-                log_errold = max(log_err, LOG_ERR_MIN)
-            rejected = False
         elif not finite:
             status = NONFINITE
             fail_h = abs(hs)
             break
-        # the step is accepted
+        # the step is accepted: its last stage k[s] = F(tnew, znew), and the extra
+        # stages of the dense output where it is needed
         if is_fsal:
             for m in range(nz):
                 k[s, m] = k[s - 1, m]
@@ -994,36 +1082,20 @@ def advance(
             or (iout < T and direction * (t_out[iout] - tnew) <= 0 and t_out[iout] != tnew)
         ):
             nfev += extra_stages(kind, method, dyn, t, z, hs, p, aux, work, k, ztmp)
-        # outputs inside (t, tnew]: the end state, or the dense output
-        hit = False
-        while iout < T and direction * (t_out[iout] - tnew) <= 0:
-            if tstops:
-                hit = True
-            elif t_out[iout] == tnew:
-                for m in range(nz):
-                    z_out[iout, m] = znew[m]
-            else:
-                theta = (t_out[iout] - t) / hs
-                dense_weights(method, theta, bth)
-                for m in range(nz):
-                    acc = 0.0
-                    for i in range(P.shape[0]):
-                        acc += bth[i] * k[i, m]
-                    z_out[iout, m] = z[m] + hs * acc
-            iout += 1
+        iout, hit = write_outputs(
+            method, tab, t, tnew, hs, z, znew, k, bth, t_out, z_out, iout, tstops, direction
+        )
         if record == RECORD_STEPS or record == RECORD_STAGES:
-            record_step(step - step0, t, hs, z, k, record, rec_t, rec_h, ck_z, ck_k)
+            record_step(step - step0, t, hs, z, k, record, rec)
         t = tnew
         for m in range(nz):
             z[m] = znew[m]
             k[0, m] = k[s, m]
-        h = hnext
+        ctl = Controller(hnext, ctl.errold, ctl.log_errold, ctl.rejected, ctl.nonfinite)
         step += 1
         naccept += 1
         if record == RECORD_CHECKPOINTS:
-            n_ck, every = snapshot(
-                step, t, h, errold, z, k, ck_i, ck_z, ck_k, ck_f, n_ck, every, max_ck
-            )
+            n_ck, every = snapshot(step, t, ctl.h, ctl.errold, z, k, rec, n_ck, every, max_ck)
         if not adaptive and not finite_row(k, ZERO):
             status = NONFINITE
             fail_h = abs(hs)
@@ -1038,14 +1110,14 @@ def advance(
             nfev += 1
             if not finite_start(k, z):
                 status = NONFINITE
-                fail_h = h
+                fail_h = ctl.h
                 break
     for m in range(nz):
-        z_io[m] = z[m]
-        k_io[0, m] = k[0, m]
+        ws.z[m] = z[m]
+        ws.k[0, m] = k[0, m]
     fv[V_T] = t
-    fv[V_H] = h
-    fv[V_ERROLD] = errold
+    fv[V_H] = ctl.h
+    fv[V_ERROLD] = ctl.errold
     fv[V_FAIL_H] = fail_h
     iv[C_STEP] = step
     iv[C_IOUT] = iout
@@ -1055,19 +1127,19 @@ def advance(
     iv[C_STATUS] = status
     iv[C_NCK] = n_ck
     iv[C_EVERY] = every
-    iv[C_REJECTED] = 1 if rejected else 0
-    iv[C_LAST_NONFINITE] = 1 if last_nonfinite else 0
+    iv[C_REJECTED] = 1 if ctl.rejected else 0
+    iv[C_LAST_NONFINITE] = 1 if ctl.nonfinite else 0
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
 def workspace(kind, method, dyn, like):
-    """The step loop's arrays for one kind and method (dtype of ``like``):
-    (k, z, ztmp, znew, work, bth, fv, iv): the state between calls of ``advance``,
-    and its buffers where they are too large for its stack frame."""
+    """The step loop's arrays for one kind and method (dtype of ``like``): the state
+    between calls of ``advance`` (z, k[0], fv, iv) and its buffers where they are too
+    large for its stack frame."""
     A, b, c, e, P, Ax, cx = tableau(method)
     S = A.shape[0] + 1 + Ax.shape[0]
     nz = state_size(kind, dyn)
-    return (
+    return Workspace(
         np.empty((S, nz), like.dtype),
         np.empty(nz, like.dtype),
         np.empty(nz, like.dtype),
@@ -1129,7 +1201,7 @@ def integrate_ws(
         while True:
             advance(
                 kind, method, dyn, t1, p, aux, iopt, fopt, atol, grid, t_out, z_out, ws, record,
-                max_ck, rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
+                max_ck, Record(rec_t, rec_h, ck_i, ck_z, ck_k, ck_f),
             )  # fmt: skip
             if iv[C_STATUS] != RUNNING:
                 break
@@ -1200,8 +1272,8 @@ def begin(kind, method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, 
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
 def finish(ws, stats, fstats):
     """Add the step loop's counts in ws to stats; its status and last times to fstats."""
-    fv = ws[6]
-    iv = ws[7]
+    fv = ws.fv
+    iv = ws.iv
     stats[S_STATUS] = iv[C_STATUS]
     stats[S_NFEV] += iv[C_NFEV]
     stats[S_NACCEPT] += iv[C_NACCEPT]
@@ -1214,10 +1286,9 @@ def finish(ws, stats, fstats):
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
 def no_record(like):
-    """Empty record buffers (rec_t, rec_h, ck_i, ck_z, ck_k, ck_f) for ``advance``
-    with RECORD_NONE."""
+    """An empty Record for ``advance`` with RECORD_NONE."""
     nz = like.size
-    return (
+    return Record(
         np.empty(1),
         np.empty(1),
         np.empty(1, np.int64),
@@ -1232,11 +1303,10 @@ def resume(kind, method, dyn, t1, p, aux, iopt, fopt, atol, grid, stops, ws, rec
     """Step on from the state in ws (``begin`` with tstops, then this) until the next
     stop or t1. Returns the index of the stop reached, or -1 at t1 or on a failure
     (status in ws)."""
-    iv = ws[7]
-    rec_t, rec_h, ck_i, ck_z, ck_k, ck_f = rec
+    iv = ws.iv
     advance(
-        kind, method, dyn, t1, p, aux, iopt, fopt, atol, grid, stops, ck_z, ws, runtime(RECORD_NONE),
-        runtime(2), rec_t, rec_h, ck_i, ck_z, ck_k, ck_f,
+        kind, method, dyn, t1, p, aux, iopt, fopt, atol, grid, stops, rec.ck_z, ws,
+        runtime(RECORD_NONE), runtime(2), rec,
     )  # fmt: skip
     if iv[C_STATUS] == STOPPED:
         iv[C_STATUS] = RUNNING
@@ -1278,8 +1348,8 @@ def replay(
     iv[C_EVERY] = 1
     advance(
         kind, method, dyn, t1, p, aux, iopt, fopt, atol, grid, np.empty(0),
-        np.empty((0, nz), seg_z.dtype), ws, runtime(RECORD_STAGES), runtime(2), seg_t, seg_h, ck_i,
-        seg_z, seg_k, ck_f,
+        np.empty((0, nz), seg_z.dtype), ws, runtime(RECORD_STAGES), runtime(2),
+        Record(seg_t, seg_h, ck_i, seg_z, seg_k, ck_f),
     )  # fmt: skip
     seg_t[stop - ck_i[q]] = fv[V_T]
     return iv[C_NFEV]
