@@ -108,7 +108,7 @@ def capture_kernel_calls(model, fn) -> list[tuple[str, object, tuple]]:
     """
     from numba.core.dispatcher import Dispatcher
 
-    prefix = model._pkg.__name__ + "."
+    prefix = model.engine.package.__name__ + "."
     calls, saved = [], []
     for name, mod in list(sys.modules.items()):
         if not name.startswith(prefix) or mod is None:

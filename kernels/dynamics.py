@@ -5,7 +5,7 @@ One engine source, two tiers (docs/architecture.md, "Two tiers"):
 - **generic** (this module as installed in ``symode.kernels``): the engine is compiled
   once per machine for every system. A system's kernels arrive as first-class
   functions (numba ``FunctionType``) over raw pointers, built inside the entry point
-  from an int64 array of their addresses (``Model._kernel_addresses``), and the sizes
+  from an int64 array of their addresses (``ModelEngine.kernel_addresses``), and the sizes
   arrive at run time: ``dyn = (kernels, sizes)``;
 - **specialized** (a copy of the engine next to one system's generated ``_dynamics``
   module, ``compile(specialize=True)``): the same accessors below call that module's

@@ -50,6 +50,7 @@ from .dynamics import (
     running_grad,
 )  # fmt: skip
 from .local import local_array_intrinsic
+from .status import BAD_T_EVAL, MAX_STEPS, NONFINITE, STEP_UNDERFLOW, SUCCESS
 
 TABLES, FSAL, ADAPTIVE, ERR_ORDER = kernel_tables()
 # a generic tableau (symode.tableaus.packed_tableau): its header row
@@ -70,12 +71,6 @@ INLINE_OPTIONS = {"fastmath": FMA, "error_model": "numpy"}
 ZERO = np.int64(0)
 ONE = np.int64(1)
 
-# status codes: mirror symode.errors.Status
-SUCCESS = 0
-MAX_STEPS = 1
-STEP_UNDERFLOW = 2
-NONFINITE = 3
-BAD_T_OUT = 4  # t_out not strictly monotone in the direction of integration (or NaN)
 
 # kinds of dynamics (the KIND_SIZES table below says what each integrates)
 FORWARD = 0  # z = y
@@ -841,7 +836,7 @@ LOG_ERR_MIN = math.log(ERR_MIN)
 # reference counts): a piece takes one and returns the next, and LLVM keeps them in
 # registers as it kept the loop's plain locals.
 # - the options, read once per call of ``advance`` from the iopt / fopt arrays that the
-#   Python side fills (``Model._options``);
+#   Python side fills (``ModelEngine.options``);
 Options = namedtuple("Options", "max_steps nerr rtol safety facmin facmax beta expo dt_min")
 # - the PI controller's memory: the proposed step size, the last accepted step's error
 #   (and its log: err**-expo * errold**beta as one exp, not two calls of libm's pow per
@@ -1230,7 +1225,7 @@ def integrate_ws(
 def begin(kind, method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, z_out, ws, tstops):
     """Set up the step loop in the workspace ws: z = z0, k[0] = F(t0, z0), the outputs
     at t0 (none when ``tstops``: then t_out are stops after t0, see ``advance``) and the
-    first step size. Leaves status RUNNING, or the reason not to start (BAD_T_OUT,
+    first step size. Leaves status RUNNING, or the reason not to start (BAD_T_EVAL,
     NONFINITE)."""
     nz = state_size(kind, dyn)
     T = t_out.size
@@ -1255,7 +1250,7 @@ def begin(kind, method, dyn, t0, t1, z0, p, aux, iopt, fopt, atol, grid, t_out, 
         iout += 1
     iv[C_IOUT] = iout
     if not ordered(t_out, direction) or (tstops == 1 and T > 0 and t_out[0] == t0):
-        iv[C_STATUS] = BAD_T_OUT
+        iv[C_STATUS] = BAD_T_EVAL
     elif not finite_row(k, ZERO) or not np.all(np.isfinite(z)):
         iv[C_STATUS] = NONFINITE
     elif adaptive_steps(method, grid):

@@ -10,6 +10,8 @@ import enum
 
 import numpy as np
 
+from .kernels import status as _codes
+
 __all__ = [
     "SymodeError",
     "SystemDefinitionError",
@@ -65,13 +67,14 @@ class IntegrationError(SymodeError, RuntimeError):
 
 
 class Status(enum.IntEnum):
-    """Result codes written by the compiled kernels, one per trajectory."""
+    """Result codes written by the compiled kernels, one per trajectory (defined once,
+    in kernels/status.py), with their messages."""
 
-    SUCCESS = 0
-    MAX_STEPS = 1
-    STEP_UNDERFLOW = 2
-    NONFINITE = 3
-    BAD_T_EVAL = 4  # the engine found t_eval out of order: raised as an input error
+    SUCCESS = _codes.SUCCESS
+    MAX_STEPS = _codes.MAX_STEPS
+    STEP_UNDERFLOW = _codes.STEP_UNDERFLOW
+    NONFINITE = _codes.NONFINITE
+    BAD_T_EVAL = _codes.BAD_T_EVAL  # the engine found t_eval out of order: an input error
 
     def describe(self, t: float, h: float) -> str:
         """The message for this code, naming where it happened and what to try."""

@@ -174,10 +174,10 @@ def compute_gradient(
     dtype = np.dtype(dtype)
     system = model.system
     n, n_p = system.n_states, system.n_params
-    m = model._method(method)
-    y0, params, batched = model._inputs(y0, params, dtype)
-    t_eval, t0, t1 = model._times(t_eval, t_span)
-    g = model._grid(m, t0, t1, dt, grid)
+    m = model.engine.method(method)
+    y0, params, batched = model.engine.inputs(y0, params, dtype)
+    t_eval, t0, t1 = model.engine.times(t_eval, t_span)
+    g = model.engine.grid(m, t0, t1, dt, grid)
     T = t_eval.size
     B = y0.shape[0] if batched else 1
     use_loss = cotangent is None
@@ -202,7 +202,7 @@ def compute_gradient(
                 )
         else:
             data_a = _zeros((T, 0))
-        if model._running_cost and t_eval[-1] != t1:
+        if model.engine.running_cost and t_eval[-1] != t1:
             raise ValueError("a running cost needs the last output time to be the end of the span")
         cot = _zeros(lead + (T, n))  # not read: the loss gives the cotangents
     else:
@@ -227,10 +227,12 @@ def compute_gradient(
     ):
         raise ValueError("cotangent/data contain NaN or infinity")
 
-    nz_f = n + (1 if model._running_cost else 0)
+    nz_f = n + (1 if model.engine.running_cost else 0)
     if adjoint == "forward":  # z = [y, S, r]
         nz_f = n + (n_p + n) * n + (n_p + n)
-    iopt, fopt, atol_f = model._options(m, nz_f, dtype, rtol, atol, max_steps, 0.0, h0, None, nz_f)
+    iopt, fopt, atol_f = model.engine.options(
+        m, nz_f, dtype, rtol, atol, max_steps, 0.0, h0, None, nz_f
+    )
     nz_b = (2 * n + n_p) if adjoint == "backsolve" else (n + n_p)  # [y, λ, μ] or [λ, μ]
     # the seminorm (Kidger, Chen & Lyons 2021): the μ channels out of step-size control
     nerr_b = ({"backsolve": 2 * n, "checkpoint": n}.get(adjoint, nz_b)) if seminorm else nz_b
@@ -241,7 +243,7 @@ def compute_gradient(
         b_atol = atol
     else:
         b_atol = float(atol_f[:n].min())
-    biopt, bfopt, _ = model._options(
+    biopt, bfopt, _ = model.engine.options(
         m, nz_b, dtype, b_rtol, b_atol, max_steps, 0.0, None, None, nerr_b
     )
     if adjoint == "backsolve":  # backsolve's y channels keep the forward atol
@@ -267,7 +269,7 @@ def compute_gradient(
         ST_F, ST_B = ST[:5], ST[5:]
     Y_OUT = np.empty(lead + (T, n), dtype)
     # the engine reads the option arrays only (the cached ones stay intact)
-    model._entry("gradient_ensemble" if batched else "gradient", m, adjoint, dtype)(
+    model.engine.entry("gradient_ensemble" if batched else "gradient", m, adjoint, dtype)(
         t0, t1, y0, params, t_eval, cot, data_a, use_loss, iopt, fopt, atol_f, g, biopt,
         bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
     )  # fmt: skip

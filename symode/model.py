@@ -193,57 +193,42 @@ def _scalar_options(method: _Method, nz, rtol, atol, max_steps, dt_min, h0, beta
     return _build_options(method, nz, rtol, atol, max_steps, dt_min, h0, beta, nerr, None)
 
 
-class Model:
-    """An :class:`ODESystem` compiled to numba kernels plus the integration engine.
+class ModelEngine:
+    """A compiled model's side of the engine: the interface between :class:`Model` (and
+    the drivers beside it, symode/gradients.py) and the compiled entry points. It binds
+    the engine's entry points to this system's kernels (compiling on first use, under a
+    lock) and checks and converts what they take: y0 and params, output times, fixed-step
+    grids, option arrays. ``model.engine``; nothing here integrates."""
 
-    Use :meth:`ODESystem.compile` to make one. ``model.source`` is the generated
-    module's text; ``model.path`` the cache directory it lives in.
-    """
-
-    def __init__(
-        self,
-        system: ODESystem,
-        source: str,
-        package,
-        path,
-        loss: Loss | None,
-        specialized: bool = False,
-        verbose: bool = True,
-    ):
+    def __init__(self, system, loss, package, path, specialized: bool, verbose: bool):
         self.system = system
-        self.verbose = verbose
-        self.source = source
-        self.path = path
         self.loss = loss
+        self.package = package
+        self.path = path
         self.specialized = specialized
+        self.verbose = verbose
         # whether the loss has a running cost (a sympy comparison: computed once)
-        self._running_cost = loss is not None and loss.running != 0
-        self._pkg = package
+        self.running_cost = loss is not None and loss.running != 0
         self._modules: dict = {}
         self._entries: dict = {}  # (entry, method id, mode, dtype) → bound entry point
-        # the generic engine's run-time sizes (kernels/dynamics.py Z_*)
-        self._sizes = np.zeros(_dynamics_contract.N_SIZES, np.int64)
-        self._sizes[_dynamics_contract.Z_N] = system.n_states
-        self._sizes[_dynamics_contract.Z_NP] = system.n_params
-        self._sizes[_dynamics_contract.Z_ND] = 0 if loss is None else len(loss.data)
-        self._sizes[_dynamics_contract.Z_COST] = self._running_cost
-        self._sizes[_dynamics_contract.Z_NW] = self.kernels.N_WORK
         self._addresses: dict = {}  # (dtype, kernel names) → address array
+        # the generic engine's run-time sizes (kernels/dynamics.py Z_*)
+        self.sizes = np.zeros(_dynamics_contract.N_SIZES, np.int64)
+        self.sizes[_dynamics_contract.Z_N] = system.n_states
+        self.sizes[_dynamics_contract.Z_NP] = system.n_params
+        self.sizes[_dynamics_contract.Z_ND] = 0 if loss is None else len(loss.data)
+        self.sizes[_dynamics_contract.Z_COST] = self.running_cost
+        self.sizes[_dynamics_contract.Z_NW] = self.kernels.N_WORK
 
-    def __repr__(self) -> str:
-        tier = ", specialize=True" if self.specialized else ""
-        return f"Model({self.system!r}, backend='numba'{tier}, path='{self.path}')"
+    method = staticmethod(_method)
 
-    _method = staticmethod(_method)
-
-    # -- engine access (imports are lazy: nothing compiles until first use) ----------
-    def _module(self, name: str):
+    def module(self, name: str):
         mod = self._modules.get(name)
         if mod is None:
-            mod = self._modules[name] = importlib.import_module(f"{self._pkg.__name__}.{name}")
+            mod = self._modules[name] = importlib.import_module(f"{self.package.__name__}.{name}")
         return mod
 
-    def _kernel_addresses(self, dtype, names: tuple) -> np.ndarray:
+    def kernel_addresses(self, dtype, names: tuple) -> np.ndarray:
         """The addresses of the kernels ``names`` compiled for states of ``dtype``, in
         the slots of the generic engine's dynamics record (kernels/dynamics.py): each
         compiles on first use (or loads from the system's cache). The other slots stay
@@ -263,19 +248,19 @@ class Model:
             self._addresses[key] = addr
         return addr
 
-    def _entry(self, name: str, method: _Method, mode: str | None = None, dtype=np.float64):
+    def entry(self, name: str, method: _Method, mode: str | None = None, dtype=np.float64):
         """The engine's compiled entry ``name`` for a method (and adjoint mode) and
         states of ``dtype``, with the method and the system's kernels bound: call it
         with the entry's remaining arguments (codegen.ENTRY_POINTS)."""
         key = (name, method.id, mode, dtype)
         fn = self._entries.get(key)
         if fn is None:
-            self._require(KERNELS_NEEDED[mode or name], mode or name)
+            self.require(KERNELS_NEEDED[mode or name], mode or name)
             dtype = np.dtype(dtype)
             if self.specialized:
                 module, function = entry_point(name, method.id, mode)
                 fn = functools.partial(
-                    getattr(self._module(module), function), _NO_ADDRESSES, self._sizes
+                    getattr(self.module(module), function), _NO_ADDRESSES, self.sizes
                 )
                 lock = f"{Path(self.path).name}.{function}-{dtype}"
             else:
@@ -284,13 +269,13 @@ class Model:
                 engine = importlib.import_module(f"symode.kernels.{group}")
                 needs = KERNELS_NEEDED[mode or name]
                 with engine_compile(f"kernels-{Path(self.path).name}-{dtype}", self.verbose):
-                    addr = self._kernel_addresses(dtype, needs)
-                fn = functools.partial(getattr(engine, function), method.data, addr, self._sizes)
+                    addr = self.kernel_addresses(dtype, needs)
+                fn = functools.partial(getattr(engine, function), method.data, addr, self.sizes)
                 lock = f"{group}.{function}-{dtype}"
             fn = self._entries[key] = FirstCall(fn, self._entries, key, lock, self.verbose)
         return fn
 
-    def _require(self, names, what: str) -> None:
+    def require(self, names, what: str) -> None:
         """Raise UnsupportedFunctionError if a kernel that ``what`` needs could not be
         printed for this system (codegen leaves it out), naming it and why."""
         missing = [k for k in names if k in getattr(self.kernels, "MISSING", ())]
@@ -301,19 +286,19 @@ class Model:
                 f"system: {reason}"
             )
 
-    def _dispatcher(self, name: str, method: _Method, mode: str | None = None, dtype=np.float64):
+    def dispatcher(self, name: str, method: _Method, mode: str | None = None, dtype=np.float64):
         """The numba dispatcher behind an entry point (for introspection: signatures,
         the module it was compiled in)."""
-        fn = self._entry(name, method, mode, dtype)
+        fn = self.entry(name, method, mode, dtype)
         return getattr(fn, "fn", fn).func
 
     @property
     def kernels(self):
         """The generated ``_dynamics`` module: ``rhs``, ``vjp``, ``jvp``, ``jac``, ...."""
-        return self._module("_dynamics")
+        return self.module("_dynamics")
 
-    # -- input handling ---------------------------------------------------------------
-    def _inputs(self, y0, params, dtype):
+    # -- what the engine takes, checked and converted ---------------------------------
+    def inputs(self, y0, params, dtype):
         n, n_p = self.system.n_states, self.system.n_params
         if isinstance(y0, Mapping):
             y0 = _from_mapping(y0, self.system.states, "y0")
@@ -344,7 +329,7 @@ class Model:
         return y0, params, batched
 
     @staticmethod
-    def _times(t_eval, t_span):
+    def times(t_eval, t_span):
         t_eval = _as_float_array(t_eval, "t_eval", np.float64, copy=False, finite=False)
         if t_eval.ndim != 1:
             raise ShapeError(f"t_eval must be 1-D, got shape {t_eval.shape}")
@@ -366,7 +351,7 @@ class Model:
         return t_eval, t0, t1
 
     @staticmethod
-    def _grid(method: _Method, t0, t1, dt, grid):
+    def grid(method: _Method, t0, t1, dt, grid):
         """The fixed step times, or an empty grid: adaptive steps. An adaptive method
         given ``dt`` or ``grid`` takes those steps without error control."""
         if method.adaptive and dt is None and grid is None:
@@ -387,13 +372,48 @@ class Model:
         g[-1] = t1
         return g
 
-    def _options(self, method: _Method, nz, dtype, rtol, atol, max_steps, dt_min, h0, beta, nerr):
+    def options(self, method: _Method, nz, dtype, rtol, atol, max_steps, dt_min, h0, beta, nerr):
         """(iopt, fopt, atol) arrays for the engine, which never writes them: with a
         scalar atol they come from a cache (building and checking them cost a quarter of
         a small solve's time)."""
         if type(atol) in (float, int) and type(rtol) in (float, int):
             return _scalar_options(method, nz, rtol, atol, max_steps, dt_min, h0, beta, nerr)
         return _build_options(method, nz, rtol, atol, max_steps, dt_min, h0, beta, nerr, self)
+
+
+class Model:
+    """An :class:`ODESystem` compiled to numba kernels plus the integration engine.
+
+    Use :meth:`ODESystem.compile` to make one. ``model.source`` is the generated
+    module's text; ``model.path`` the cache directory it lives in.
+    """
+
+    def __init__(
+        self,
+        system: ODESystem,
+        source: str,
+        package,
+        path,
+        loss: Loss | None,
+        specialized: bool = False,
+        verbose: bool = True,
+    ):
+        self.system = system
+        self.verbose = verbose
+        self.source = source
+        self.path = path
+        self.loss = loss
+        self.specialized = specialized
+        self.engine = ModelEngine(system, loss, package, path, specialized, verbose)
+
+    def __repr__(self) -> str:
+        tier = ", specialize=True" if self.specialized else ""
+        return f"Model({self.system!r}, backend='numba'{tier}, path='{self.path}')"
+
+    @property
+    def kernels(self):
+        """The generated ``_dynamics`` module: ``rhs``, ``vjp``, ``jvp``, ``jac``, ...."""
+        return self.engine.kernels
 
     # -- solving ------------------------------------------------------------------------
     def solve(
@@ -463,11 +483,13 @@ class Model:
                 dtype, dt, grid,
             )  # fmt: skip
         m = _method(method)
-        y0, params, batched = self._inputs(y0, params, dtype)
-        t_eval, t0, t1 = self._times(t_eval, t_span)
-        g = self._grid(m, t0, t1, dt, grid)
+        y0, params, batched = self.engine.inputs(y0, params, dtype)
+        t_eval, t0, t1 = self.engine.times(t_eval, t_span)
+        g = self.engine.grid(m, t0, t1, dt, grid)
         n = self.system.n_states
-        iopt, fopt, atol_a = self._options(m, n, dtype, rtol, atol, max_steps, dt_min, h0, beta, n)
+        iopt, fopt, atol_a = self.engine.options(
+            m, n, dtype, rtol, atol, max_steps, dt_min, h0, beta, n
+        )
         T = t_eval.size
         if batched:
             if dense:
@@ -476,7 +498,7 @@ class Model:
             Y = np.full((B, T, n), np.nan, dtype)
             stats = np.zeros((B, 5), np.int64)
             fstats = np.zeros((B, 3))
-            self._entry("solve_ensemble", m, None, dtype)(
+            self.engine.entry("solve_ensemble", m, None, dtype)(
                 t0, t1, y0, params, iopt, fopt, atol_a, g, t_eval, Y, stats, fstats
             )
             codes = stats[:, 0].copy()
@@ -490,7 +512,7 @@ class Model:
             Y = np.empty((T, n), dtype)
             stats = np.zeros(5, np.int64)
             fstats = np.zeros(3)
-            kernel = self._entry("solve_dense" if dense else "solve_forward", m, None, dtype)
+            kernel = self.engine.entry("solve_dense" if dense else "solve_forward", m, None, dtype)
             rec = kernel(t0, t1, y0, params, iopt, fopt, atol_a, g, t_eval, Y, stats, fstats)
             code, nfev, naccept, nreject, nout = stats.tolist()
             if code == BAD_T_EVAL_CODE:
@@ -519,8 +541,8 @@ class Model:
             raise ValueError(f"method={method!r} chooses its own steps: drop dt= and grid=")
         if not (isinstance(max_steps, (int, np.integer)) and max_steps > 0):
             raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
-        y0, params, batched = self._inputs(y0, params, np.float64)
-        t_eval, t0, t1 = self._times(t_eval, t_span)
+        y0, params, batched = self.engine.inputs(y0, params, np.float64)
+        t_eval, t0, t1 = self.engine.times(t_eval, t_span)
         if t_eval.size > 1 and np.any(np.diff(t_eval) * np.sign(t1 - t0) <= 0):
             raise t_eval_error(t_eval)
         n = self.system.n_states
@@ -640,7 +662,7 @@ class DenseSolution:
             covered = "no step" if self._h.size == 0 else f"[{lo}, {hi}] only"
             raise ValueError(f"the dense solution covers {covered}")
         out = np.empty((flat.size, self._z.shape[1]), self._z.dtype)
-        self._model._entry("dense_query", self._method, None, self._z.dtype)(
+        self._model.engine.entry("dense_query", self._method, None, self._z.dtype)(
             flat, self.ts, self._h, self._z, self._params, out
         )
         return out.reshape(t.shape + (out.shape[1],))

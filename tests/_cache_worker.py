@@ -65,7 +65,7 @@ def main(mode: str, cache_dir: str, start_at: float | None, extra: float) -> dic
         sol = model.solve(Y0, T_EVAL, params=PARAMS, method="dopri5", rtol=1e-10, atol=1e-12)
         result["solve_s"] = time.perf_counter() - t0
         result["y"] = sol.y.tolist()
-        entry = model._dispatcher("solve_forward", model._method("dopri5"))
+        entry = model.engine.dispatcher("solve_forward", model.engine.method("dopri5"))
         result["entry_module"] = entry.py_func.__module__
     out = np.full(2, np.nan)
     model.kernels.rhs(0.0, np.array([0.3, -0.2]), np.array(PARAMS), out)

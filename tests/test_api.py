@@ -103,9 +103,12 @@ def test_a_compile_says_so_on_the_symode_logger(monkeypatch, tmp_path):
 
 
 def test_status_codes_are_the_engines():
-    """symode.Status names the codes the engine writes (kernels/integrate.py)."""
-    from symode.kernels import integrate
+    """symode.Status names every code the engine writes (kernels/status.py, which the
+    engine's step loop imports), each with a message."""
+    from symode.kernels import integrate, status
 
-    engine_name = {"BAD_T_EVAL": "BAD_T_OUT"}
-    for status in symode.Status:
-        assert getattr(integrate, engine_name.get(status.name, status.name)) == status.value
+    codes = {k: v for k, v in vars(status).items() if k.isupper()}
+    assert {s.name: s.value for s in symode.Status} == codes
+    for name, value in codes.items():
+        assert getattr(integrate, name) == value  # the step loop writes these very codes
+        assert symode.Status(value).describe(1.0, 0.1)

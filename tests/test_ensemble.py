@@ -200,6 +200,6 @@ def test_batched_inputs_share_one_compiled_kernel(lv_model, batch):
     Y0, Pm = batch
     for y0, p in [(Y0, Pm), (Y0, P0), (Y0[0], Pm)]:
         lv_model.solve(y0, TS, p)
-    kernel = lv_model._dispatcher("solve_ensemble", lv_model._method("dopri5"))
+    kernel = lv_model.engine.dispatcher("solve_ensemble", lv_model.engine.method("dopri5"))
     float64_sigs = [sig for sig in kernel.signatures if "float32" not in str(sig)]
     assert len(float64_sigs) == 1, [str(s[2:4]) for s in float64_sigs]

@@ -63,11 +63,13 @@ def test_solve_agrees(tiers, steps):
     assert g.stats == s.stats  # the same steps
     assert_same(g.y, s.y)
     # the specialized entry really is the copy next to the system
-    module = special._dispatcher("solve_forward", special._method("dopri5")).py_func.__module__
+    module = special.engine.dispatcher(
+        "solve_forward", special.engine.method("dopri5")
+    ).py_func.__module__
     assert module.startswith("_symode_spec_") and "._entries_integrate_" in module
-    assert generic._dispatcher("solve_forward", generic._method("dopri5")).py_func.__module__ == (
-        "symode.kernels.integrate"
-    )
+    assert generic.engine.dispatcher(
+        "solve_forward", generic.engine.method("dopri5")
+    ).py_func.__module__ == ("symode.kernels.integrate")
 
 
 @pytest.mark.parametrize("steps", STEPS)
