@@ -12,10 +12,11 @@ every observation time: λ jumps there by ∂L/∂y(tᵢ), and the step-size con
 carries on across the jump. (Restarting the integration at each observation cost an
 initial step and allocations each time, and rejected steps: on P3, 101 observations,
 backsolve's backward pass had 43 rejections and now none, and its gradient went from
-319 to 264 µs.) With adaptive steps the step loop makes the jumps itself
-(``integrate.on_stop``, the observation data in aux.jumps) and returns to the sweep only
-at segment starts; fixed steps return at each stop (``resume``/``restart``) for the
-next piece of the grid.
+319 to 264 µs.) The jump is one function (``integrate.make_jump``, the observations'
+data in a ``Jumps`` record) wherever it is made: with adaptive steps the step loop makes
+it (``integrate.on_stop``) and returns to the sweep only at segment starts; fixed steps
+return at each stop (``resume``/``restart``) for the next piece of the grid, and the
+sweep makes it. The discrete mode's reverse sweep adds the same jumps' cotangents.
 - CHECKPOINT: the forward pass records every step's stages, or keeps at most ``max_ck``
   checkpoints (thinned online) and the backward pass recomputes one segment at a time;
   [λ, μ] is integrated backwards with y from the recorded steps' dense output.
@@ -64,6 +65,7 @@ from .integrate import (
     S_STATUS,
     SENSITIVITY,
     SUCCESS,
+    ZERO,
     Jumps,
     Steps,
     Sweep,
@@ -74,6 +76,8 @@ from .integrate import (
     finish,
     fsal,
     integrate,
+    jump_at,
+    make_jump,
     no_record,
     observation_cotangent,
     replay,
@@ -235,14 +239,23 @@ def end_sweep(st_b, fs_b, ws, z_out):
         z_out[m] = ws.z[m]
 
 
+@njit(cache=True, fastmath=FMA, error_model="numpy")
+def observation_jumps(Zf, cot, data, t_obs, gp, use_loss, n_p):
+    """The jumps' record (``Jumps``) of a backward pass over the observations t_obs (the
+    last one next): forward states Zf, cotangents or data, ∂φ/∂p into gp; no segments."""
+    n = Zf.shape[1]
+    ints = np.array([t_obs.size - 1, 1 if use_loss else 0])
+    floats = np.array([0.0, np.nan])
+    return Jumps(Zf, cot, data, t_obs, gp, np.zeros(n), np.empty(n_p), ints, floats)
+
+
 @njit(**NO_NRT)
-def jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, off):
-    """λ's jump at observation io: z[off : off + n] += ∂L/∂y(t_io) (lam_y, scratch wq);
-    with a symbolic loss gp += ∂φ/∂p. Returns φ."""
-    phi = observation_cotangent(dyn, use_loss, Zf[io], cot[io], data[io], p, lam_y, gp, wq)
-    for j in range(n_states(dyn)):
-        z[off + j] += lam_y[j]
-    return phi
+def jumps_at(dyn, t, direction, z, p, jumps, off):
+    """``make_jump`` at every observation not before t in the backward pass's direction
+    (``direction`` is the forward pass's): those at a sweep's start, and all that remain
+    at t0."""
+    while jumps.ints[J_NEXT] >= 0 and direction * (jumps.t_obs[jumps.ints[J_NEXT]] - t) >= 0:
+        make_jump(dyn, z, p, jumps, off)
 
 
 # inlined: as a call (LLVM stopped inlining it when the record grew a scratch array)
@@ -367,66 +380,44 @@ def forward_pass(
 # continuous-adjoint gradient. Their arrays come from the callers.
 @njit(**NO_NRT)
 def backsolve_sweep(
-    method, dyn, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b, Zf,
-    cot, data, use_loss, io, gp, lam_y, wq,
-):  # fmt: skip
-    """Backsolve's sweep from t_start (``start_sweep``) to t0: at each stop y is reset to
-    the forward value and λ jumps (observation io, io - 1, …). Returns (Σ φ, the next
-    observation io).
-
-    With adaptive steps the step loop makes the jumps itself (``on_stop``, with the
-    observation data in aux.jumps) and runs through; fixed steps return at every stop (the
-    next grid piece)."""
-    n = n_states(dyn)
-    ints = aux.jumps.ints
-    floats = aux.jumps.floats
-    ints[J_NEXT] = io
-    z = ws.z
-    total = 0.0
+    method, dyn, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b
+):
+    """Backsolve's sweep from t_start (``start_sweep``) to t0: at each stop (an
+    observation) y is reset to the forward value and λ jumps (``make_jump``, the data in
+    aux.jumps). Adaptive steps make the jumps in the step loop (``on_stop``) and run
+    through; fixed steps return here at every stop for the next grid piece, and the same
+    jump is made here."""
     m = piece_grid(method, grid, stops, -1, t_start, t0, ws, gbuf)
     g = grid if m < 0 else gbuf[:m]
     while ws.iv[C_STATUS] == RUNNING:
         i = resume(BACKSOLVE, method, dyn, t0, p, aux, biopt, bfopt, batol, g, stops, ws, rec_b)
-        io = ints[J_NEXT]
         if i < 0:
             break
-        # the stop is observation io
-        for j in range(n):
-            z[j] = Zf[io, j]
-        total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, n)
-        ints[J_NEXT] = io - 1
-        restart(BACKSOLVE, method, dyn, p, aux, ws)
+        if jump_at(dyn, stops[i], ws.z, p, aux.jumps, n_states(dyn)):
+            restart(BACKSOLVE, method, dyn, p, aux, ws)
         m = piece_grid(method, grid, stops, i, t_start, t0, ws, gbuf)
         g = grid if m < 0 else gbuf[:m]
-    return total + floats[J_PHI], ints[J_NEXT]
 
 
 @njit(**NO_NRT)
 def checkpoint_sweep(
-    method, dyn, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b, Zf,
-    cot, data, use_loss, t_obs, io, gp, lam_y, wq, q, bounds, iopt, fopt, atol, t1,
-    max_ck, rec, st_b,
+    method, dyn, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b, q,
+    bounds, iopt, fopt, atol, t1, max_ck, rec, st_b,
 ):  # fmt: skip
     """The checkpoint mode's sweep of [λ, μ] from t_start (``start_sweep``) to t0: λ
-    jumps at the observations (io, io - 1, …) and segment q - 1 is loaded at segment q's
-    start. Returns (Σ φ, the next observation io).
-
-    With adaptive steps the step loop makes the jumps itself (``on_stop``, with the
-    observation data in aux.jumps) and returns here only at segment starts; fixed steps
-    return at every stop (the next grid piece)."""
+    jumps at the observations (``make_jump``, the data in aux.jumps) and segment q - 1 is
+    loaded at segment q's start. Adaptive steps make the jumps in the step loop
+    (``on_stop``) and return here only at segment starts; fixed steps return at every
+    stop (the next grid piece). Where the loop returned, the jump is made here, after the
+    segment is loaded."""
     n_seg = bounds.size
     seg_z, seg_k, seg_t, seg_h, cbuf, iw = aux.steps
-    ints = aux.jumps.ints
     floats = aux.jumps.floats
-    ints[J_NEXT] = io
     floats[J_SEGMENT] = bounds[n_seg - 1 - q] if q > 0 else np.nan
-    z = ws.z
-    total = 0.0
     m = piece_grid(method, grid, stops, -1, t_start, t0, ws, gbuf)
     g = grid if m < 0 else gbuf[:m]
     while ws.iv[C_STATUS] == RUNNING:
         i = resume(ADJOINT, method, dyn, t0, p, aux, biopt, bfopt, batol, g, stops, ws, rec_b)
-        io = ints[J_NEXT]
         if i < 0:
             break
         if q > 0 and stops[i] == bounds[n_seg - 1 - q]:
@@ -436,13 +427,10 @@ def checkpoint_sweep(
                 seg_k, iw, st_b,
             )  # fmt: skip
             floats[J_SEGMENT] = bounds[n_seg - 1 - q] if q > 0 else np.nan
-        if io >= 0 and stops[i] == t_obs[io]:
-            total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, z, 0)
-            ints[J_NEXT] = io - 1
+        if jump_at(dyn, stops[i], ws.z, p, aux.jumps, ZERO):
             restart(ADJOINT, method, dyn, p, aux, ws)
         m = piece_grid(method, grid, stops, i, t_start, t0, ws, gbuf)
         g = grid if m < 0 else gbuf[:m]
-    return total + floats[J_PHI], ints[J_NEXT]
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
@@ -477,41 +465,27 @@ def backsolve_gradient(
     if st_f[S_STATUS] != SUCCESS:
         return
     direction = 1.0 if t1 >= t0 else -1.0
-    lam_y = np.zeros(n)
-    wq = np.empty(n_params(dyn))  # scratch of observation_cotangent
-    # the jumps' data for the step loop (``on_stop``), see checkpoint's
-    jumps = Jumps(
-        Zf, cot, data, t_obs, gp, lam_y, wq, np.array([-1, 1 if use_loss else 0]), np.zeros(2)
-    )
-    jumps.floats[J_SEGMENT] = np.nan  # no segments
+    jumps = observation_jumps(Zf, cot, data, t_obs, gp, use_loss, n_p)
     aux = Sweep(empty_aux(dyn, y0), jumps)
     za = np.zeros(2 * n + n_p, y0.dtype)
     # λ = 0 after the last observation (no running cost there): start at it
-    io = T - 1
-    t_start = t_obs[io]
-    for j in range(n):
-        za[j] = Zf[io, j]
-    total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, n)
-    io -= 1
+    t_start = t_obs[T - 1]
+    make_jump(dyn, za, p, jumps, n)
     if t_start != t0:
-        stops = sweep_stops(t_obs, io, t0, direction, np.empty(0), 0)
+        stops = sweep_stops(t_obs, jumps.ints[J_NEXT], t0, direction, np.empty(0), 0)
         ws, gbuf, rec_b = start_sweep(
             BACKSOLVE, method, dyn, t_start, t0, za, p, aux, biopt, bfopt, batol, grid, stops
         )
-        phi, io = backsolve_sweep(
-            method, dyn, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b,
-            Zf, cot, data, use_loss, io, gp, lam_y, wq,
-        )  # fmt: skip
-        total += phi
+        backsolve_sweep(
+            method, dyn, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b
+        )
         end_sweep(st_b, fout[O_BACKWARD : O_BACKWARD + 3], ws, za)
-    while io >= 0:  # observations at t0
-        total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, n)
-        io -= 1
+    jumps_at(dyn, t0, direction, za, p, jumps, n)
     for j in range(n):
         gy0[j] = za[n + j]
     for q in range(n_p):
         gp[q] += za[2 * n + q]
-    fout[O_VALUE] = total
+    fout[O_VALUE] = total + jumps.floats[J_PHI]
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy")
@@ -574,7 +548,6 @@ def checkpoint_gradient(
     is loaded)."""
     n = n_states(dyn)
     n_p = n_params(dyn)
-    T = t_obs.size
     Zf, rec, total = forward_pass(
         method,
         dyn,
@@ -601,13 +574,7 @@ def checkpoint_gradient(
     n_seg, seg_t, seg_h, seg_z, seg_k = segments(method, max_ck, rec, y0)
     K = tableau(method)[4].shape[1]
     iw = np.array([0, 1, 1 if t1 >= t0 else -1, -1], np.int64)
-    lam_y = np.zeros(n)
-    wq = np.empty(n_params(dyn))  # scratch of observation_cotangent
-    # the jumps' data for the step loop (``on_stop``, ``jump_at``): the next observation
-    # and segment start are set by checkpoint_sweep
-    jumps = Jumps(
-        Zf, cot, data, t_obs, gp, lam_y, wq, np.array([-1, 1 if use_loss else 0]), np.zeros(2)
-    )
+    jumps = observation_jumps(Zf, cot, data, t_obs, gp, use_loss, n_p)
     aux = Sweep(Steps(seg_z, seg_k, seg_t, seg_h, np.empty((K + 1, n)), iw), jumps)
     q = n_seg - 1
     bounds = np.empty(n_seg)  # the segments' start times, in the sweep's order
@@ -619,30 +586,23 @@ def checkpoint_gradient(
     )  # fmt: skip
     t_start = seg_t[nseg]
     za = np.zeros(n + n_p, y0.dtype)
-    io = T - 1
-    while io >= 0 and t_obs[io] == t_start:
-        total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, 0)
-        io -= 1
+    jumps_at(dyn, t_start, direction, za, p, jumps, ZERO)
     if t_start != t0:
-        stops = sweep_stops(t_obs, io, t0, direction, bounds, n_seg - 1)
+        stops = sweep_stops(t_obs, jumps.ints[J_NEXT], t0, direction, bounds, n_seg - 1)
         ws, gbuf, rec_b = start_sweep(
             ADJOINT, method, dyn, t_start, t0, za, p, aux, biopt, bfopt, batol, grid, stops
         )
-        phi, io = checkpoint_sweep(
+        checkpoint_sweep(
             method, dyn, t_start, t0, p, aux, biopt, bfopt, batol, grid, stops, ws, gbuf, rec_b,
-            Zf, cot, data, use_loss, t_obs, io, gp, lam_y, wq, q, bounds, iopt, fopt, atol,
-            t1, max_ck, rec, st_b,
+            q, bounds, iopt, fopt, atol, t1, max_ck, rec, st_b,
         )  # fmt: skip
-        total += phi
         end_sweep(st_b, fout[O_BACKWARD : O_BACKWARD + 3], ws, za)
-    while io >= 0:  # observations at t0
-        total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, za, 0)
-        io -= 1
+    jumps_at(dyn, t0, direction, za, p, jumps, ZERO)
     for j in range(n):
         gy0[j] = za[j]
     for q in range(n_p):
         gp[q] += za[n + q]
-    fout[O_VALUE] = total
+    fout[O_VALUE] = total + jumps.floats[J_PHI]
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
@@ -654,7 +614,6 @@ def discrete_gradient(
     output at the observation times, step sizes held fixed."""
     n = n_states(dyn)
     n_p = n_params(dyn)
-    T = t_obs.size
     Zf, rec, total = forward_pass(
         method,
         dyn,
@@ -681,8 +640,7 @@ def discrete_gradient(
     A = tableau(method)[0]
     S = A.shape[0] + 1 + tableau(method)[5].shape[0]  # stages, f1, extra dense stages
     n_seg, seg_t, seg_h, seg_z, seg_k = segments(method, max_ck, rec, y0)
-    lam_y = np.zeros(n)
-    wq = np.empty(n_params(dyn))  # scratch of observation_cotangent
+    jumps = observation_jumps(Zf, cot, data, t_obs, gp, use_loss, n_p)
     wy = np.zeros(n, y0.dtype)  # ∂g/∂y, ∂g/∂p (the kernel writes the state's dtype)
     wp = np.zeros(n_p, y0.dtype)
     bth = np.empty(S)
@@ -696,33 +654,31 @@ def discrete_gradient(
     Y = np.empty(nz, y0.dtype)
     z_end = np.empty(nz, y0.dtype)
     iw = np.zeros(4, np.int64)  # (no interpolant: the sweep is discrete)
-    io = T - 1
     for q in range(n_seg - 1, -1, -1):
         nseg = load_segment(
             method, dyn, q, p, iopt, fopt, atol, grid, t1, max_ck, rec, seg_t, seg_h, seg_z, seg_k,
             iw, st_b,
         )  # fmt: skip
-        io, total = reverse_steps(
-            method, dyn, nseg, seg_t, seg_h, seg_z, seg_k, t_obs, io, total, Zf, cot, data,
-            use_loss, p, gp, st_b, direction, zbar, zbar_new, kbar, lam_y, oz, op, wy, wp, wq,
-            bth, Y, z_end,
+        reverse_steps(
+            method, dyn, nseg, seg_t, seg_h, seg_z, seg_k, jumps, p, gp, st_b, direction, zbar,
+            zbar_new, kbar, oz, op, wy, wp, bth, Y, z_end,
         )  # fmt: skip
-    while io >= 0:  # observations at t0
-        total += jump(dyn, use_loss, Zf, cot, data, io, p, gp, lam_y, wq, zbar, 0)
-        io -= 1
+    jumps_at(dyn, t0, direction, zbar, p, jumps, ZERO)
     for j in range(n):
         gy0[j] = zbar[j]
-    fout[O_VALUE] = total
+    fout[O_VALUE] = total + jumps.floats[J_PHI]
 
 
 @njit(**NO_NRT)
 def reverse_steps(
-    method, dyn, nseg, seg_t, seg_h, seg_z, seg_k, t_obs, io, total, Zf, cot, data, use_loss, p,
-    gp, st_b, direction, zbar, zbar_new, kbar, lam_y, oz, op, wy, wp, wq, bth, Y, z_end,
+    method, dyn, nseg, seg_t, seg_h, seg_z, seg_k, jumps, p, gp, st_b, direction, zbar, zbar_new,
+    kbar, oz, op, wy, wp, bth, Y, z_end,
 ):  # fmt: skip
     """The discrete adjoint's reverse sweep over the nseg steps of one segment, last to
     first: the observations inside each step (end state or dense output), then its
-    stages in reverse. Scratch arrays from the caller; returns (io, total)."""
+    stages in reverse. The observations' cotangents are the continuous modes' jumps
+    (``make_jump``), into zbar at a step's end and, for dense output, into the step's
+    start and the stages that made it. Scratch arrays from the caller."""
     n = n_states(dyn)
     n_p = n_params(dyn)
     kind_f = FORWARD_COST if has_running_cost(dyn) else FORWARD
@@ -739,20 +695,17 @@ def reverse_steps(
         for m in range(nz):
             for st in range(S):
                 kbar[st, m] = 0.0
-        while io >= 0 and direction * (t_obs[io] - ta) > 0:
-            total += observation_cotangent(
-                dyn, use_loss, Zf[io], cot[io], data[io], p, lam_y, gp, wq
-            )
-            if t_obs[io] == tb:
-                for j in range(n):
-                    zbar[j] += lam_y[j]
+        io = jumps.ints[J_NEXT]
+        while io >= 0 and direction * (jumps.t_obs[io] - ta) > 0:
+            if jumps.t_obs[io] == tb:
+                make_jump(dyn, zbar, p, jumps, ZERO)
             else:
-                dense_weights(method, (t_obs[io] - ta) / h, bth)
+                make_jump(dyn, zbar_new, p, jumps, ZERO)  # held until the step's start
+                dense_weights(method, (jumps.t_obs[io] - ta) / h, bth)
                 for j in range(n):
-                    zbar_new[j] += lam_y[j]  # held until the step's start
                     for st in range(S):
-                        kbar[st, j] += h * bth[st] * lam_y[j]
-            io -= 1
+                        kbar[st, j] += h * bth[st] * jumps.lam_y[j]
+            io = jumps.ints[J_NEXT]
         # extra dense-output stages x_j = F(ta + cx_j h, X_j), in reverse
         for jx in range(n_extra - 1, -1, -1):
             stage_input(method, s + 1 + jx, seg_z[r], h, seg_k[r], Y)
@@ -798,7 +751,6 @@ def reverse_steps(
         for m in range(nz):
             zbar[m] += zbar_new[m]
             zbar_new[m] = 0.0
-    return io, total
 
 
 @njit(**NO_NRT)

@@ -477,13 +477,12 @@ def on_stop(kind, dyn, t, z, p, aux):
 
 
 @njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False, inline="always")
-def jump_at(dyn, t, z, p, jumps, off):
-    """The adjoint's jump if t is the next observation (and not a segment start): λ =
-    z[off : off + n] += ∂L/∂y(t_io); for backsolve (off = n) y = z[:n] is reset to the
-    forward value first (``Jumps``)."""
+def make_jump(dyn, z, p, jumps, off):
+    """The adjoint's jump at the next observation io = jumps.ints[J_NEXT] (``Jumps``): λ =
+    z[off : off + n] += ∂L/∂y(t_io), φ(t_io) added to jumps.floats[J_PHI]; for backsolve
+    (off = n) y = z[:n] is reset to the forward value first. The one jump of every
+    continuous adjoint, made by the step loop (``jump_at``) or by its caller."""
     io = jumps.ints[J_NEXT]
-    if io < 0 or t != jumps.t_obs[io] or t == jumps.floats[J_SEGMENT]:
-        return False
     if off > 0:
         for j in range(n_states(dyn)):
             z[j] = jumps.Zf[io, j]
@@ -494,6 +493,16 @@ def jump_at(dyn, t, z, p, jumps, off):
     for j in range(n_states(dyn)):
         z[off + j] += jumps.lam_y[j]
     jumps.ints[J_NEXT] = io - 1
+
+
+@njit(cache=True, fastmath=FMA, error_model="numpy", _nrt=False, inline="always")
+def jump_at(dyn, t, z, p, jumps, off):
+    """``make_jump`` if t is the next observation and not a segment start (where the
+    caller loads the next segment first); returns whether it was made."""
+    io = jumps.ints[J_NEXT]
+    if io < 0 or t != jumps.t_obs[io] or t == jumps.floats[J_SEGMENT]:
+        return False
+    make_jump(dyn, z, p, jumps, off)
     return True
 
 
