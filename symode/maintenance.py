@@ -133,9 +133,12 @@ def clear_cache(cache_dir=None, engine: bool = True) -> list[Path]:
 
 def _compiled_where(module: str) -> str | None:
     """Where a compiled function lives: "engine" (symode.kernels), "spec" (a
-    specialized engine copy), "kernels" (a system's generated module), else None."""
+    specialized engine copy), "kernels" (a system's generated module), "nn" (the MLP
+    kernels every architecture shares, symode.nn._kernels), else None."""
     if module.startswith("symode.kernels"):
         return "engine"
+    if module == "symode.nn._kernels":
+        return "nn"
     if module.endswith("._dynamics"):
         return "kernels"
     if module.startswith("_symode_spec_"):
@@ -145,23 +148,23 @@ def _compiled_where(module: str) -> str | None:
 
 class compile_events:  # noqa: N801 (used as a function: ``with compile_events() as seen``)
     """Count numba's compilations while active, by where the function lives:
-    ``{"engine": n, "spec": m, "kernels": k}`` (symode.kernels, a specialized engine
-    copy, a system's generated kernels). A load from numba's on-disk cache is no
-    compilation, so all zeros means everything came from the caches. A context manager,
-    or ``start()`` (returns the counts) and ``stop()``.
+    ``{"engine": n, "spec": m, "kernels": k, "nn": q}`` (symode.kernels, a specialized
+    engine copy, a system's generated kernels, the MLP kernels of symode.nn). A load from
+    numba's on-disk cache is no compilation, so all zeros means everything came from the
+    caches. A context manager, or ``start()`` (returns the counts) and ``stop()``.
 
     Examples
     --------
     >>> with compile_events() as seen:  # doctest: +SKIP
     ...     model.solve(y0, ts, p)
     >>> seen  # doctest: +SKIP
-    {'engine': 0, 'spec': 0, 'kernels': 1}
+    {'engine': 0, 'spec': 0, 'kernels': 1, 'nn': 0}
     """
 
     def __init__(self):
         from numba.core import event
 
-        self.counts = {"engine": 0, "spec": 0, "kernels": 0}
+        self.counts = {"engine": 0, "spec": 0, "kernels": 0, "nn": 0}
         counts = self.counts
 
         class _Listener(event.Listener):

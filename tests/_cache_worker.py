@@ -8,6 +8,8 @@ MODE
     solve    compile and solve (the engine compiles or loads from numba's cache);
              the solve call is timed
     special  as ``solve`` with ``compile(specialize=True)``
+    mlp      compile a symode.nn.MLP (2, EXTRA, 2) instead, solve and take a checkpoint
+             gradient
 START_AT
     a ``time.time()`` to sleep until before compiling (to start two processes
     together), or "-" for none
@@ -31,6 +33,7 @@ import sympy as sp
 import symode
 import symode.model
 from symode.maintenance import compile_events
+from symode.nn import MLP
 
 
 def worker_system(extra: float = 0.0) -> symode.ODESystem:
@@ -58,6 +61,8 @@ def main(mode: str, cache_dir: str, start_at: float | None, extra: float) -> dic
     if start_at is not None:
         time.sleep(max(0.0, start_at - time.time()))
     counts = compile_events().start()  # to the end of this process
+    if mode == "mlp":
+        return mlp_worker(cache_dir, int(extra), counts)
     model = worker_system(extra).compile(cache_dir=cache_dir, specialize=mode == "special")
     result = {"path": str(model.path)}
     if mode in ("solve", "special"):
@@ -74,6 +79,14 @@ def main(mode: str, cache_dir: str, start_at: float | None, extra: float) -> dic
     where = Path(model.kernels.rhs.stats.cache_path)
     result["kernel_index"] = sorted(p.name for p in where.glob("*.nbi"))
     return result
+
+
+def mlp_worker(cache_dir: str, width: int, counts: dict) -> dict:
+    mlp = MLP((2, width, 2), "tanh", seed=0)
+    model = mlp.compile(cache_dir=cache_dir)
+    y = model.solve(Y0, T_EVAL, mlp.params).y
+    g = model.vjp(Y0, T_EVAL, mlp.params, np.ones_like(y))
+    return {"y": y.tolist(), "grad": g.params[:3].tolist(), "compiles": counts}
 
 
 if __name__ == "__main__":

@@ -176,7 +176,7 @@ def test_second_process_solve_loads_from_numba_cache(primed):
     second = run_worker("solve", cache)
     np.testing.assert_array_equal(second["y"], first["y"])
     assert snapshot(directory)["_dynamics.py"] == before["_dynamics.py"]
-    assert second["compiles"] == {"engine": 0, "kernels": 0, "spec": 0}, second["compiles"]
+    assert second["compiles"] == {"engine": 0, "kernels": 0, "spec": 0, "nn": 0}, second["compiles"]
 
 
 @pytest.mark.slow
@@ -192,7 +192,7 @@ def test_new_system_compiles_no_engine_function(primed, tmp_path):
     assert new["compiles"]["kernels"] >= 2, new["compiles"]  # rhs_row, rhs
     assert new["entry_module"] == "symode.kernels.integrate"
     again = run_worker("solve", cache, "-", extra)
-    assert again["compiles"] == {"engine": 0, "kernels": 0, "spec": 0}, again["compiles"]
+    assert again["compiles"] == {"engine": 0, "kernels": 0, "spec": 0, "nn": 0}, again["compiles"]
     np.testing.assert_array_equal(again["y"], new["y"])
     # the extra term changes the solution: it is a different system
     assert not np.array_equal(new["y"], primed[2]["y"])
