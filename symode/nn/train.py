@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import uuid
 import zipfile
 from dataclasses import dataclass, field
@@ -209,7 +210,7 @@ def load_checkpoint(path, mlp, optimizer=None) -> tuple[np.ndarray, dict]:
     CheckpointError when its architecture is not ``mlp``'s or the file is damaged; the
     optimizer's state is restored into ``optimizer`` when given."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
         raise CheckpointError(f"{path} is not a readable symode checkpoint: {err}") from None
@@ -243,8 +244,9 @@ def load_checkpoint(path, mlp, optimizer=None) -> tuple[np.ndarray, dict]:
 @dataclass
 class FitResult:
     """What ``fit`` did: the best weights (by validation loss when given, else by
-    training loss), and per iteration the loss, learning rate, gradient norm and the
-    forward/backward function evaluations."""
+    training loss), and per iteration the loss, learning rate, gradient norm, the
+    forward/backward function evaluations and the seconds of the step (validation not
+    included)."""
 
     params: np.ndarray
     best_iteration: int
@@ -288,7 +290,8 @@ def fit(
     progress : a tqdm bar (when tqdm is installed) with loss and NFE
     print_every : print a line every so many iterations instead (0: never)
     """
-    history = {k: [] for k in ("loss", "lr", "grad_norm", "nfe_forward", "nfe_backward")}
+    keys = ("loss", "lr", "grad_norm", "nfe_forward", "nfe_backward", "seconds")
+    history = {k: [] for k in keys}
     history["val_loss"], history["val_iteration"] = [], []
     best = (math.inf, optimizer.params.copy(), -1)
     bad = 0
@@ -296,6 +299,7 @@ def fit(
     bar = _progress(iterations, progress)
     try:
         for it in range(iterations):
+            start = time.perf_counter()
             loss, grad, stats = step(optimizer.params, it)
             grad = np.array(grad, dtype=optimizer.params.dtype)
             norm = clip_grad_norm(grad, clip) if clip else float(np.linalg.norm(grad))
@@ -308,6 +312,7 @@ def fit(
             if validate is None and loss < best[0]:
                 best = (float(loss), optimizer.params.copy(), it)
             optimizer.step(grad)
+            history["seconds"].append(time.perf_counter() - start)
             if validate is not None and (it + 1) % validate_every == 0:
                 val = float(validate(optimizer.params))
                 history["val_loss"].append(val)
