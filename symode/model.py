@@ -602,6 +602,13 @@ class Model:
             raise ValueError("vjp needs cotangent= (∂L/∂y at each output time)")
         return compute_gradient(self, y0, t_eval, params, cotangent, adjoint=adjoint, **options)
 
+    def gradient(self, y0, t_eval, params=None, data=None, *, adjoint="checkpoint", **options):
+        """The compiled symbolic loss, its gradients and the solver's counts, as one
+        :class:`~symode.gradients.Gradient` (``.value``, ``.params``, ``.y0``, ``.y``,
+        ``.stats``): :meth:`value_and_grad` without the shaping for scipy. Arguments as
+        there."""
+        return compute_gradient(self, y0, t_eval, params, None, data, adjoint=adjoint, **options)
+
     def value_and_grad(
         self,
         y0,

@@ -27,3 +27,5 @@ def test_readme_python_blocks_run_in_order(monkeypatch, cache_dir, capsys):
     assert g.params.shape == (4,) and np.isfinite(g.params).all()
     value, grad = namespace["value"], namespace["grad"]
     assert np.isfinite(value) and grad.shape == (4,) and np.isfinite(grad).all()
+    losses = namespace["losses"]  # the neural ODE's fit
+    assert len(losses) == 20 and losses[-1] < 0.5 * losses[0], losses

@@ -234,8 +234,10 @@ class MLP:
         return f"MLP({list(self.sizes)}, activation={list(self.activations[:-1])}{extra})"
 
     def _canonical(self) -> str:
-        """The cache key's text: the architecture, and the kernels' source."""
-        src = Path(_kernels.__file__).read_bytes() + Path(__file__).read_bytes()
+        """The cache key's text: the architecture, and the sources that decide the
+        generated module's text (load_generated adds symode's generator, codegen)."""
+        here = Path(__file__).parent  # the kernels, this file and the module's printer
+        src = b"".join((here / f).read_bytes() for f in ("_kernels.py", "mlp.py", "source.py"))
         return repr(("MLP", self.arch(), hashlib.sha256(src).hexdigest()))
 
     def compile(self, *, loss=None, cache_dir=None, specialize: bool = False, verbose: bool = True):
