@@ -820,16 +820,19 @@ def gradient_backsolve(
 
 @njit(**ENSEMBLE)
 def gradient_ensemble_backsolve(
-    method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
-    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
+    method, addr, sizes, T0, T1, Y0, Pm, t_obs, NT, cot, data, use_loss, iopt, fopt, atol,
+    grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
 ):  # fmt: skip
     # each trajectory calls the compiled single-trajectory entry (an inlined copy would
-    # compile the mode a second time)
+    # compile the mode a second time), on its own span and the first NT[r] times of its
+    # row r of t_obs (a padded batch; r = 0 for all when they share one row)
     for i in prange(Y0.shape[0]):
+        r = np.int64(i) if t_obs.shape[0] > 1 else np.int64(0)  # (prange: i is unsigned)
+        m = NT[r]
         gradient_backsolve(
-            method, addr, sizes, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, iopt,
-            fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i], ST_F[i], ST_B[i],
-            FOUT[i], Y_OUT[i],
+            method, addr, sizes, T0[i], T1[i], Y0[i], Pm[i], t_obs[r, :m], cot[i, :m],
+            data[i, :m], use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i],
+            GP[i], ST_F[i], ST_B[i], FOUT[i], Y_OUT[i, :m],
         )  # fmt: skip
 
 
@@ -846,16 +849,19 @@ def gradient_checkpoint(
 
 @njit(**ENSEMBLE)
 def gradient_ensemble_checkpoint(
-    method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
-    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
+    method, addr, sizes, T0, T1, Y0, Pm, t_obs, NT, cot, data, use_loss, iopt, fopt, atol,
+    grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
 ):  # fmt: skip
     # each trajectory calls the compiled single-trajectory entry (an inlined copy would
-    # compile the mode a second time)
+    # compile the mode a second time), on its own span and the first NT[r] times of its
+    # row r of t_obs (a padded batch; r = 0 for all when they share one row)
     for i in prange(Y0.shape[0]):
+        r = np.int64(i) if t_obs.shape[0] > 1 else np.int64(0)  # (prange: i is unsigned)
+        m = NT[r]
         gradient_checkpoint(
-            method, addr, sizes, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, iopt,
-            fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i], ST_F[i], ST_B[i],
-            FOUT[i], Y_OUT[i],
+            method, addr, sizes, T0[i], T1[i], Y0[i], Pm[i], t_obs[r, :m], cot[i, :m],
+            data[i, :m], use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i],
+            GP[i], ST_F[i], ST_B[i], FOUT[i], Y_OUT[i, :m],
         )  # fmt: skip
 
 
@@ -872,16 +878,19 @@ def gradient_discrete(
 
 @njit(**ENSEMBLE)
 def gradient_ensemble_discrete(
-    method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
-    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
+    method, addr, sizes, T0, T1, Y0, Pm, t_obs, NT, cot, data, use_loss, iopt, fopt, atol,
+    grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
 ):  # fmt: skip
     # each trajectory calls the compiled single-trajectory entry (an inlined copy would
-    # compile the mode a second time)
+    # compile the mode a second time), on its own span and the first NT[r] times of its
+    # row r of t_obs (a padded batch; r = 0 for all when they share one row)
     for i in prange(Y0.shape[0]):
+        r = np.int64(i) if t_obs.shape[0] > 1 else np.int64(0)  # (prange: i is unsigned)
+        m = NT[r]
         gradient_discrete(
-            method, addr, sizes, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, iopt,
-            fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i], ST_F[i], ST_B[i],
-            FOUT[i], Y_OUT[i],
+            method, addr, sizes, T0[i], T1[i], Y0[i], Pm[i], t_obs[r, :m], cot[i, :m],
+            data[i, :m], use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i],
+            GP[i], ST_F[i], ST_B[i], FOUT[i], Y_OUT[i, :m],
         )  # fmt: skip
 
 
@@ -898,14 +907,17 @@ def gradient_forward(
 
 @njit(**ENSEMBLE)
 def gradient_ensemble_forward(
-    method, addr, sizes, t0, t1, Y0, Pm, t_obs, cot, data, use_loss, iopt, fopt, atol, grid,
-    biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
+    method, addr, sizes, T0, T1, Y0, Pm, t_obs, NT, cot, data, use_loss, iopt, fopt, atol,
+    grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
 ):  # fmt: skip
     # each trajectory calls the compiled single-trajectory entry (an inlined copy would
-    # compile the mode a second time)
+    # compile the mode a second time), on its own span and the first NT[r] times of its
+    # row r of t_obs (a padded batch; r = 0 for all when they share one row)
     for i in prange(Y0.shape[0]):
+        r = np.int64(i) if t_obs.shape[0] > 1 else np.int64(0)  # (prange: i is unsigned)
+        m = NT[r]
         gradient_forward(
-            method, addr, sizes, t0, t1, Y0[i], Pm[i], t_obs, cot[i], data[i], use_loss, iopt,
-            fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i], ST_F[i], ST_B[i],
-            FOUT[i], Y_OUT[i],
+            method, addr, sizes, T0[i], T1[i], Y0[i], Pm[i], t_obs[r, :m], cot[i, :m],
+            data[i, :m], use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i],
+            GP[i], ST_F[i], ST_B[i], FOUT[i], Y_OUT[i, :m],
         )  # fmt: skip

@@ -49,7 +49,7 @@ class Gradient:
     ----------
     y0 : (n,) or (B, n)      ∂L/∂y0
     params : (p,) or (B, p)  ∂L/∂θ
-    t : (T,) or (B, T)       ∂L/∂t_eval (raw cotangents only, else None): moving output
+    t : (T,) or (B, T)       ∂L/∂t_eval (raw cotangents, shared t_eval; else None): moving output
                              time i > 0 gives cotᵢ·f(tᵢ, yᵢ); moving t_eval[0] = t0 (the
                              start, y0 held) gives −λ(t0⁺)·f(t0, y0)
     value : float or (B,)    the loss: the compiled symbolic loss's value, or None with
@@ -175,11 +175,21 @@ def compute_gradient(
     system = model.system
     n, n_p = system.n_states, system.n_params
     m = model.engine.method(method)
-    y0, params, batched = model.engine.inputs(y0, params, dtype)
-    t_eval, t0, t1 = model.engine.times(t_eval, t_span)
-    g = model.engine.grid(m, t0, t1, dt, grid)
-    T = t_eval.size
+    padded = np.ndim(t_eval) == 2
+    y0, params, batched = model.engine.inputs(
+        y0, params, dtype, np.shape(t_eval)[0] if padded else None
+    )
+    if batched:
+        rows, NT, T0, T1, g = model.engine.batch_times(t_eval, t_span, y0.shape[0], m, dt, grid)
+        t_eval, t0, t1 = (rows, None, None) if padded else (rows[0], T0[0], T1[0])
+    else:
+        t_eval, t0, t1 = model.engine.times(t_eval, t_span)
+        g = model.engine.grid(m, t0, t1, dt, grid)
+    T = t_eval.shape[-1]
     B = y0.shape[0] if batched else 1
+    # a padded batch: where each trajectory's times end (its cotangent and data after
+    # that are padding, never read)
+    valid = (np.arange(T) < NT[:, None]) if padded else None
     use_loss = cotangent is None
     lead = (B,) if batched else ()  # the engine takes (T, ·) for one trajectory
     if use_loss:
@@ -202,7 +212,7 @@ def compute_gradient(
                 )
         else:
             data_a = _zeros((T, 0))
-        if model.engine.running_cost and t_eval[-1] != t1:
+        if model.engine.running_cost and not padded and t_eval[-1] != t1:
             raise ValueError("a running cost needs the last output time to be the end of the span")
         cot = _zeros(lead + (T, n))  # not read: the loss gives the cotangents
     else:
@@ -221,6 +231,9 @@ def compute_gradient(
     # the engine is compiled for writable arrays (it never writes these)
     cot = cot if cot.flags.writeable else cot.copy()
     data_a = data_a if data_a.flags.writeable else data_a.copy()
+    if padded:  # NaN padding in the caller's arrays: zeros for the engine (never read)
+        cot = np.where(valid[:, :, None], cot, 0.0)
+        data_a = np.where(valid[:, :, None], data_a, 0.0)
     # the caller's arrays only (the zeros above need no check: it costs µs)
     if (not use_loss and not np.isfinite(cot).all()) or (
         data_a.size and not np.isfinite(data_a).all()
@@ -267,16 +280,25 @@ def compute_gradient(
         GP, GY0, FOUT = F[:n_p], F[n_p : n_p + n], F[n_p + n :]
         ST = np.zeros(10, np.int64)
         ST_F, ST_B = ST[:5], ST[5:]
-    Y_OUT = np.empty(lead + (T, n), dtype)
     # the engine reads the option arrays only (the cached ones stay intact)
-    model.engine.entry("gradient_ensemble" if batched else "gradient", m, adjoint, dtype)(
-        t0, t1, y0, params, t_eval, cot, data_a, use_loss, iopt, fopt, atol_f, g, biopt,
-        bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
-    )  # fmt: skip
+    if batched:
+        Y_OUT = np.full((B, T, n), np.nan, dtype)
+        model.engine.entry("gradient_ensemble", m, adjoint, dtype)(
+            T0, T1, y0, params, rows, NT, cot, data_a, use_loss, iopt, fopt, atol_f, g, biopt,
+            bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
+        )  # fmt: skip
+    else:
+        Y_OUT = np.empty((T, n), dtype)
+        model.engine.entry("gradient", m, adjoint, dtype)(
+            t0, t1, y0, params, t_eval, cot, data_a, use_loss, iopt, fopt, atol_f, g, biopt,
+            bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
+        )  # fmt: skip
     if batched:
         if (ST_F[:, 0] == BAD_T_EVAL_CODE).any():
-            raise t_eval_error(t_eval)
-        for bi in np.flatnonzero(ST_F[:, 4] < T):
+            bad = int(np.flatnonzero(ST_F[:, 0] == BAD_T_EVAL_CODE)[0]) if padded else 0
+            raise t_eval_error(rows[bad, : NT[bad]])
+        ends = NT if padded else np.full(B, T)
+        for bi in np.flatnonzero(ST_F[:, 4] < ends):
             Y_OUT[bi, ST_F[bi, 4] :] = np.nan  # outputs a failed forward pass did not reach
         codes = np.where(ST_F[:, 0] != 0, ST_F[:, 0], ST_B[:, 0])
         msgs = [_message(int(c), sf[0], fo) for c, sf, fo in zip(codes, ST_F, FOUT)]
@@ -303,7 +325,7 @@ def compute_gradient(
         status, message = _STATUS[code], _message(code, sf[0], FOUT)
 
     def time_grad():
-        if use_loss:
+        if use_loss or padded:
             return None
         if batched:
             return _time_gradients(model, t_eval, t0, y0, params, cot, GY0, Y_OUT, True)

@@ -298,7 +298,7 @@ class ModelEngine:
         return self.module("_dynamics")
 
     # -- what the engine takes, checked and converted ---------------------------------
-    def inputs(self, y0, params, dtype):
+    def inputs(self, y0, params, dtype, batch: int | None = None):
         n, n_p = self.system.n_states, self.system.n_params
         if isinstance(y0, Mapping):
             y0 = _from_mapping(y0, self.system.states, "y0")
@@ -316,9 +316,14 @@ class ModelEngine:
                     f"params must have shape ({n_p},) or (B, {n_p}); got {params.shape}"
                 )
             params = params.reshape(-1, 0) if params.ndim == 2 else np.zeros(0)
-        batched = y0.ndim == 2 or params.ndim == 2
+        batched = y0.ndim == 2 or params.ndim == 2 or batch is not None
         if batched:
-            B = y0.shape[0] if y0.ndim == 2 else params.shape[0]
+            B = y0.shape[0] if y0.ndim == 2 else params.shape[0] if params.ndim == 2 else batch
+            if batch is not None and B != batch:
+                raise ShapeError(
+                    f"t_eval has {batch} rows (one per trajectory) but the batch of y0/params "
+                    f"has {B}"
+                )
             if y0.ndim == 2 and params.ndim == 2 and y0.shape[0] != params.shape[0]:
                 raise ShapeError(
                     f"batched y0 {y0.shape} and params {params.shape} disagree on the batch size"
@@ -332,7 +337,10 @@ class ModelEngine:
     def times(t_eval, t_span):
         t_eval = _as_float_array(t_eval, "t_eval", np.float64, copy=False, finite=False)
         if t_eval.ndim != 1:
-            raise ShapeError(f"t_eval must be 1-D, got shape {t_eval.shape}")
+            raise ShapeError(
+                f"t_eval must be 1-D (or (B, T) for a batch of irregular series), got shape "
+                f"{t_eval.shape}"
+            )
         if t_eval.size and not (math.isfinite(t_eval[0]) and math.isfinite(t_eval[-1])):
             raise NonFiniteInputError("t_eval contains NaN or infinity")
         if t_span is None:
@@ -349,6 +357,42 @@ class ModelEngine:
         if t_eval.size and ((t_eval[0] - t0) * direction < 0 or (t_eval[-1] - t1) * direction > 0):
             raise ShapeError(f"t_eval must lie inside t_span [{t0}, {t1}]")
         return t_eval, t0, t1
+
+    def batch_times(self, t_eval, t_span, B: int, method: _Method, dt, grid):
+        """An ensemble's spans and output times: a shared 1-D ``t_eval``, or a padded
+        (B, T) one, row i holding trajectory i's own strictly monotone times, then NaN.
+        Each row is checked as a solve's t_eval is; each trajectory runs from its first
+        time (or t_span[0]) to its last (or t_span[1]). Returns (rows: (1, T) or (B, T),
+        NT: the rows' lengths, T0, T1: (B,) spans, the fixed-step grid or an empty one)."""
+        if np.ndim(t_eval) != 2:
+            t_eval, t0, t1 = self.times(t_eval, t_span)
+            g = self.grid(method, t0, t1, dt, grid)
+            return t_eval[None], np.array([t_eval.size]), np.full(B, t0), np.full(B, t1), g
+        rows = _as_float_array(t_eval, "t_eval", np.float64, finite=False)
+        if rows.shape[0] != B:
+            raise ShapeError(
+                f"t_eval of shape {rows.shape} has one row per trajectory: {B} expected"
+            )
+        if not (method.adaptive and dt is None and grid is None):
+            raise ValueError(
+                "a padded t_eval (B, T) gives every trajectory its own span: use an adaptive "
+                "method without dt=/grid=, or one shared 1-D t_eval"
+            )
+        nt = np.zeros(B, np.int64)
+        T0, T1 = np.empty(B), np.empty(B)
+        for i, row in enumerate(rows):
+            finite = np.isfinite(row)
+            nt[i] = m = int(np.argmin(finite)) if not finite.all() else row.size
+            if np.isinf(row[: m + 1]).any() or finite[m:].any():
+                raise ShapeError(
+                    f"t_eval row {i}: each row holds its times, then NaN padding only "
+                    f"(row {i} is {row.tolist()[:8]}…)"
+                )
+            try:
+                _, T0[i], T1[i] = self.times(row[:m], t_span)
+            except ShapeError as err:
+                raise ShapeError(f"t_eval row {i}: {err}") from None
+        return rows, nt, T0, T1, _NO_GRID
 
     @staticmethod
     def grid(method: _Method, t0, t1, dt, grid):
@@ -442,9 +486,11 @@ class Model:
         ----------
         y0 : (n,) or (B, n) array
             Initial state; a batch solves B independent trajectories in parallel.
-        t_eval : (T,) array
+        t_eval : (T,) array, or (B, T) for a batch of irregular series
             Output times, strictly monotone; integration runs from the first to the
-            last unless ``t_span`` is given. Backward in time when decreasing.
+            last unless ``t_span`` is given. Backward in time when decreasing. A padded
+            (B, T) array gives trajectory i its own times: row i, then NaN after its
+            last (adaptive methods; ``y`` is NaN-padded the same way).
         params : (p,) or (B, p) array
         method : str
             "euler", "midpoint", "heun", "rk4" (fixed step: give ``dt`` or ``grid``),
@@ -483,14 +529,21 @@ class Model:
                 dtype, dt, grid,
             )  # fmt: skip
         m = _method(method)
-        y0, params, batched = self.engine.inputs(y0, params, dtype)
-        t_eval, t0, t1 = self.engine.times(t_eval, t_span)
-        g = self.engine.grid(m, t0, t1, dt, grid)
+        padded = np.ndim(t_eval) == 2
+        y0, params, batched = self.engine.inputs(
+            y0, params, dtype, np.shape(t_eval)[0] if padded else None
+        )
+        if batched:
+            rows, NT, T0, T1, g = self.engine.batch_times(t_eval, t_span, y0.shape[0], m, dt, grid)
+            t_eval = rows if padded else rows[0]
+        else:
+            t_eval, t0, t1 = self.engine.times(t_eval, t_span)
+            g = self.engine.grid(m, t0, t1, dt, grid)
         n = self.system.n_states
         iopt, fopt, atol_a = self.engine.options(
             m, n, dtype, rtol, atol, max_steps, dt_min, h0, beta, n
         )
-        T = t_eval.size
+        T = t_eval.shape[-1]
         if batched:
             if dense:
                 raise ValueError("dense=True is available for single trajectories only")
@@ -499,11 +552,12 @@ class Model:
             stats = np.zeros((B, 5), np.int64)
             fstats = np.zeros((B, 3))
             self.engine.entry("solve_ensemble", m, None, dtype)(
-                t0, t1, y0, params, iopt, fopt, atol_a, g, t_eval, Y, stats, fstats
+                T0, T1, y0, params, iopt, fopt, atol_a, g, rows, NT, Y, stats, fstats
             )
             codes = stats[:, 0].copy()
             if (codes == BAD_T_EVAL_CODE).any():
-                raise t_eval_error(t_eval)
+                bad = int(np.flatnonzero(codes == BAD_T_EVAL_CODE)[0])
+                raise t_eval_error(rows[bad if padded else 0, : NT[bad if padded else 0]])
             msgs = _messages(stats, fstats)
             failed = tuple(int(i) for i in np.flatnonzero(codes))
             st = {"nfev": stats[:, 1], "naccept": stats[:, 2], "nreject": stats[:, 3]}

@@ -203,3 +203,61 @@ def test_batched_inputs_share_one_compiled_kernel(lv_model, batch):
     kernel = lv_model.engine.dispatcher("solve_ensemble", lv_model.engine.method("dopri5"))
     float64_sigs = [sig for sig in kernel.signatures if "float32" not in str(sig)]
     assert len(float64_sigs) == 1, [str(s[2:4]) for s in float64_sigs]
+
+
+def _irregular_rows(rng, B, T):
+    """A padded (B, T) t_eval: row i has its own count of sorted random times from its own
+    start, then NaN."""
+    rows = np.full((B, T), np.nan)
+    for i in range(B):
+        m = int(rng.integers(2, T + 1))
+        start = rng.uniform(0.0, 1.0)
+        rows[i, :m] = np.sort(np.concatenate([[start], rng.uniform(start, 6.0, m - 1)]))
+    return rows
+
+
+def test_padded_irregular_batch_equals_one_by_one(lv_model, batch, rng):
+    """Each trajectory with its own irregular times (t_eval (B, T), NaN after its last):
+    solve and every adjoint mode equal the one-by-one calls bit for bit."""
+    Y0, Pm = batch
+    rows = _irregular_rows(rng, Y0.shape[0], 9)
+    opts = {"rtol": 1e-8, "atol": 1e-8}
+    sol = lv_model.solve(Y0, rows, Pm, **opts)
+    assert sol.y.shape == (Y0.shape[0], 9, 2) and sol.t.shape == rows.shape
+    cot = rng.standard_normal((Y0.shape[0], 9, 2))
+    cot[np.isnan(rows)] = np.nan  # padded the same way: never read
+    grads = {
+        mode: lv_model.vjp(Y0, rows, Pm, cot, adjoint=mode, **opts)
+        for mode in ("checkpoint", "backsolve", "discrete", "forward")
+    }
+    for i in range(Y0.shape[0]):
+        m = int(np.isfinite(rows[i]).sum())
+        single = lv_model.solve(Y0[i], rows[i, :m], Pm[i], **opts)
+        np.testing.assert_array_equal(sol.y[i, :m], single.y)
+        assert np.isnan(sol.y[i, m:]).all()
+        for mode, g in grads.items():
+            one = lv_model.vjp(Y0[i], rows[i, :m], Pm[i], cot[i, :m], adjoint=mode, **opts)
+            np.testing.assert_array_equal(g.params[i], one.params, err_msg=mode)
+            np.testing.assert_array_equal(g.y0[i], one.y0, err_msg=mode)
+            np.testing.assert_array_equal(g.y[i, :m], one.y, err_msg=mode)
+
+
+def test_padded_batch_errors_name_the_row(lv_model, batch):
+    Y0, Pm = batch
+    rows = np.tile(np.linspace(0.0, 1.0, 4), (Y0.shape[0], 1))
+    bad = rows.copy()
+    bad[3, 1] = np.nan  # a number after the padding
+    with pytest.raises(ShapeError, match="t_eval row 3: each row holds its times, then NaN"):
+        lv_model.solve(Y0, bad, Pm)
+    bad = rows.copy()
+    bad[5, 1:] = np.nan  # one time, no t_span
+    with pytest.raises(ShapeError, match="t_eval row 5: t_eval needs at least two times"):
+        lv_model.solve(Y0, bad, Pm)
+    with pytest.raises(ShapeError, match="t_eval has 3 rows .* the batch of y0/params has 12"):
+        lv_model.solve(Y0, rows[:3], Pm)
+    with pytest.raises(ValueError, match="adaptive method"):
+        lv_model.solve(Y0, rows, Pm, method="rk4", dt=0.1)
+    bad = rows.copy()
+    bad[2, 2] = bad[2, 1]  # not strictly monotone: the engine finds it
+    with pytest.raises(ShapeError, match="strictly monotone"):
+        lv_model.solve(Y0, bad, Pm)

@@ -560,7 +560,7 @@ def test_input_validation(linear_model):
         (symode.NonFiniteInputError, dict(params=[0.0, np.inf, 0.0, 0.0])),
         (symode.NonFiniteInputError, dict(t_eval=[0.0, np.nan])),
         (ShapeError, dict(y0=[1.0, 2.0])),
-        (ShapeError, dict(t_eval=ts[None])),
+        (ShapeError, dict(t_eval=ts[None, None])),  # 2-D is a padded batch; 3-D is not
         (ShapeError, dict(t_eval=[1.0], t_span=(1.0, 1.0))),
         (ValueError, dict(rtol=-1e-6)),
         (ValueError, dict(rtol=np.inf)),

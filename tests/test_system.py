@@ -605,6 +605,9 @@ def test_bad_solve_times(lv_model):
     with pytest.raises(ShapeError, match="monotone"):
         lv_model.solve([1.0, 1.0], [0.0, 2.0, 1.0], p)
     with pytest.raises(ShapeError, match="t_eval must be 1-D"):
+        lv_model.solve([1.0, 1.0], np.zeros((2, 2, 1)), p)
+    # 2-D is a padded batch (one row per trajectory): its rows are checked as t_eval is
+    with pytest.raises(ShapeError, match=r"t_eval row 0: the integration interval is empty"):
         lv_model.solve([1.0, 1.0], np.zeros((2, 2)), p)
     # the engine checks the order (Status.BAD_T_EVAL; ensembles and gradients: their
     # test files); it is an input error whatever throw says
