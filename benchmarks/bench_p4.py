@@ -1,0 +1,299 @@
+"""P4: neural ODE training on torchdiffeq's spiral task (``../shared/bench/PROBLEMS.md``).
+
+Every solver trains the same network from the same initial weights on the same
+sequence of windows: f(y) = W₂ tanh(W₁ y³ + b₁) + b₂ (hidden 50, weights N(0, 0.1²),
+zero biases, seed s), 20 random windows of 10 consecutive points per iteration, the
+mean L1 loss, RMSprop (lr 1e-3, α 0.99, ε 1e-8 outside the square root, as torch's),
+dopri5 at rtol 1e-7, atol 1e-9, float32. Reported: ms per iteration (median of
+iterations 11–210), forward/backward evaluations per iteration, and the objective over
+all 990 windows after 200 and 1000 iterations (mean over seeds).
+
+- symode: ``symode.nn.MLP`` compiled with the L1 objective as a symbolic loss, one
+  ``model.gradient`` call per iteration: the discrete adjoint (what diffrax's default
+  RecursiveCheckpointAdjoint computes too) in float32 and float64, and the checkpoint
+  (continuous) adjoint in float32;
+- torchdiffeq: ``odeint`` (backprop through the solver) and ``odeint_adjoint``;
+- diffrax + equinox + optax: ``diffeqsolve`` (Dopri5, PIDController, the default
+  RecursiveCheckpointAdjoint) vmapped over the windows, the loss and gradient jitted.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+from _util import bench_cache_dir, log
+
+TITLE = "P4: neural ODE training, torchdiffeq's spiral (ms per iteration, all-window L1)"
+DESCRIPTION = (
+    "Same network, initial weights and window sequence for every solver; float32, "
+    "dopri5 at rtol 1e-7 / atol 1e-9, RMSprop 1e-3. ms per iteration: median of "
+    "iterations 11–210 (the first ones compile). L1: the objective over all 990 windows."
+)
+A_TRUE = np.array([[-0.1, 2.0], [-2.0, -0.1]])
+BATCH, WINDOW, HIDDEN = 20, 10, 50
+RTOL, ATOL, LR = 1e-7, 1e-9, 1e-3
+TIMED = slice(10, 210)  # iterations 11-210
+TARGET_TORCH, TARGET_DIFFRAX = 30.0, 3.0
+
+
+def problem():
+    """The true trajectory (scipy's DOP853 at 1e-12) and the time grid."""
+    from scipy.integrate import solve_ivp
+
+    t = np.linspace(0.0, 25.0, 1000)
+    sol = solve_ivp(
+        lambda _, y: (y**3) @ A_TRUE, (0.0, 25.0), [2.0, 0.0], "DOP853", t_eval=t,
+        rtol=1e-12, atol=1e-12,
+    )  # fmt: skip
+    return t, sol.y.T.copy()
+
+
+def initial_weights(seed):
+    """(W1 (50, 2), b1, W2 (2, 50), b2): N(0, 0.1²) weights, zero biases."""
+    rng = np.random.default_rng(seed)
+    return (
+        rng.normal(0.0, 0.1, (HIDDEN, 2)),
+        np.zeros(HIDDEN),
+        rng.normal(0.0, 0.1, (2, HIDDEN)),
+        np.zeros(2),
+    )
+
+
+def batches(seed, iterations, n_windows):
+    rng = np.random.default_rng(1000 + seed)
+    return [rng.choice(n_windows, BATCH, replace=False) for _ in range(iterations)]
+
+
+def windows(true_y, starts):
+    idx = np.asarray(starts)[:, None] + np.arange(WINDOW)
+    return true_y[starts], true_y[idx]
+
+
+# -- symode ------------------------------------------------------------------------------
+def run_symode(t, true_y, seed, iterations, dtype, adjoint):
+    import sympy as sp
+
+    import symode
+    from symode.nn import MLP
+    from symode.nn.train import RMSprop
+
+    mlp = MLP((2, HIDDEN, 2), "tanh", input_map="cube")
+    theta = np.concatenate([w.ravel() for w in initial_weights(seed)])
+    y0s, y1s = mlp.states
+    d0, d1 = sp.symbols("d0 d1", real=True)
+    n_obs = BATCH * WINDOW * 2
+    loss = symode.Loss(observation=(sp.Abs(y0s - d0) + sp.Abs(y1s - d1)) / n_obs, data=(d0, d1))
+    model = mlp.compile(loss=loss, cache_dir=bench_cache_dir())
+    opts = dict(method="dopri5", rtol=RTOL, atol=ATOL, dtype=dtype)
+    t_win = t[:WINDOW]
+    opt = RMSprop(theta, lr=LR, alpha=0.99, eps=1e-8)
+    times, nfe_f, nfe_b, l1 = [], [], [], {}
+    n_windows = len(t) - WINDOW
+    for it, starts in enumerate(batches(seed, iterations, n_windows)):
+        t0 = time.perf_counter()
+        y0, obs = windows(true_y, starts)
+        g = model.gradient(y0, t_win, theta, obs, adjoint=adjoint, **opts)
+        opt.step(g.params.sum(axis=0))
+        times.append(time.perf_counter() - t0)
+        nfe_f.append(int(g.stats["forward"]["nfev"].sum()))
+        nfe_b.append(int(g.stats["backward"]["nfev"].sum()))
+        if it + 1 in (200, 1000):
+            y0, obs = windows(true_y, np.arange(n_windows))
+            pred = model.solve(y0, t_win, theta, **opts, throw=False).y
+            l1[it + 1] = float(np.mean(np.abs(pred.astype(np.float64) - obs)))
+    return times, nfe_f, nfe_b, l1
+
+
+# -- torchdiffeq -------------------------------------------------------------------------
+def run_torch(t, true_y, seed, iterations, adjoint):
+    import torch
+    from torchdiffeq import odeint, odeint_adjoint
+
+    torch.manual_seed(seed)
+    W1, b1, W2, b2 = initial_weights(seed)
+    calls = [0]
+
+    class Func(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(2, HIDDEN), torch.nn.Tanh(), torch.nn.Linear(HIDDEN, 2)
+            )
+            with torch.no_grad():
+                self.net[0].weight.copy_(torch.tensor(W1))
+                self.net[0].bias.copy_(torch.tensor(b1))
+                self.net[2].weight.copy_(torch.tensor(W2))
+                self.net[2].bias.copy_(torch.tensor(b2))
+
+        def forward(self, _t, y):
+            calls[0] += 1
+            return self.net(y**3)
+
+    func = Func()
+    solve = odeint_adjoint if adjoint else odeint
+    opt = torch.optim.RMSprop(func.parameters(), lr=LR, alpha=0.99, eps=1e-8)
+    t_win = torch.tensor(t[:WINDOW], dtype=torch.float32)
+    true_t = torch.tensor(true_y, dtype=torch.float32)
+    times, nfe, l1 = [], [], {}
+    n_windows = len(t) - WINDOW
+    for it, starts in enumerate(batches(seed, iterations, n_windows)):
+        t0 = time.perf_counter()
+        calls[0] = 0
+        idx = torch.tensor(np.asarray(starts)[:, None] + np.arange(WINDOW))
+        y0, obs = true_t[starts], true_t[idx]  # (B, 2), (B, WINDOW, 2)
+        opt.zero_grad()
+        pred = solve(func, y0, t_win, rtol=RTOL, atol=ATOL, method="dopri5")  # (T, B, 2)
+        loss = torch.mean(torch.abs(pred.transpose(0, 1) - obs))
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+        nfe.append(calls[0])
+        if it + 1 in (200, 1000):
+            with torch.no_grad():
+                y0, obs = windows(true_y, np.arange(n_windows))
+                pred = odeint(func, torch.tensor(y0, dtype=torch.float32), t_win, rtol=RTOL,
+                              atol=ATOL, method="dopri5")  # fmt: skip
+                l1[it + 1] = float(np.mean(np.abs(pred.transpose(0, 1).numpy() - obs)))
+    return times, nfe, l1
+
+
+# -- diffrax + equinox + optax -----------------------------------------------------------
+def run_diffrax(t, true_y, seed, iterations):
+    import diffrax
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    W1, b1, W2, b2 = (jnp.asarray(w, jnp.float32) for w in initial_weights(seed))
+    params = {"W1": W1, "b1": b1, "W2": W2, "b2": b2}
+
+    def vf(_t, y, p):
+        return p["W2"] @ jnp.tanh(p["W1"] @ y**3 + p["b1"]) + p["b2"]
+
+    t_win = jnp.asarray(t[:WINDOW], jnp.float32)
+
+    def solve_one(p, y0):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(vf), diffrax.Dopri5(), t0=0.0, t1=t_win[-1], dt0=None, y0=y0,
+            args=p, saveat=diffrax.SaveAt(ts=t_win),
+            stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL), max_steps=100_000,
+        )  # fmt: skip
+        return sol.ys, sol.stats["num_steps"]
+
+    def loss_fn(p, y0, obs):
+        ys, steps = jax.vmap(solve_one, in_axes=(None, 0))(p, y0)
+        return jnp.mean(jnp.abs(ys - obs)), steps
+
+    opt = optax.rmsprop(LR, decay=0.99, eps=1e-8, eps_in_sqrt=False)
+    state = opt.init(params)
+
+    @eqx.filter_jit
+    def step(p, s, y0, obs):
+        (loss, steps), g = jax.value_and_grad(loss_fn, has_aux=True)(p, y0, obs)
+        upd, s = opt.update(g, s, p)
+        return optax.apply_updates(p, upd), s, loss, steps.sum()
+
+    eval_l1 = eqx.filter_jit(lambda p, y0, obs: loss_fn(p, y0, obs)[0])
+    true_j = jnp.asarray(true_y, jnp.float32)
+    times, steps_n, l1 = [], [], {}
+    n_windows = len(t) - WINDOW
+    for it, starts in enumerate(batches(seed, iterations, n_windows)):
+        t0 = time.perf_counter()
+        idx = np.asarray(starts)[:, None] + np.arange(WINDOW)
+        params, state, loss, steps = step(params, state, true_j[starts], true_j[idx])
+        loss.block_until_ready()
+        times.append(time.perf_counter() - t0)
+        steps_n.append(int(steps))
+        if it + 1 in (200, 1000):
+            y0, obs = windows(true_y, np.arange(n_windows))
+            l1[it + 1] = float(
+                eval_l1(params, jnp.asarray(y0, jnp.float32), jnp.asarray(obs, jnp.float32))
+            )
+    return times, steps_n, l1
+
+
+# -- the module ----------------------------------------------------------------------------
+def run(quick: bool) -> list[dict]:
+    t, true_y = problem()
+    seeds = [0] if quick else [0, 1, 2]
+    iterations = 210 if quick else 1000
+    solvers = {
+        "symode float32, discrete adjoint": lambda s: run_symode(
+            t, true_y, s, iterations, np.float32, "discrete"
+        ),
+        "symode float32, checkpoint adjoint": lambda s: run_symode(
+            t, true_y, s, iterations, np.float32, "checkpoint"
+        ),
+        "symode float64, discrete adjoint": lambda s: run_symode(
+            t, true_y, s, iterations, np.float64, "discrete"
+        ),
+        "torchdiffeq odeint (backprop)": lambda s: run_torch(t, true_y, s, iterations, False),
+        "torchdiffeq odeint_adjoint": lambda s: run_torch(t, true_y, s, iterations, True),
+        "diffrax + equinox + optax (jit)": lambda s: run_diffrax(t, true_y, s, iterations),
+    }
+    rows, ms = [], {}
+    for name, fn in solvers.items():
+        per_seed = []
+        for s in seeds:
+            log(f"  P4: {name}, seed {s}, {iterations} iterations")
+            try:
+                per_seed.append(fn(s))
+            except ImportError as err:
+                rows.append({"table": "P4", "solver": name, "note": f"not installed: {err}"})
+                break
+        if not per_seed:
+            continue
+        ms[name] = statistics.median([statistics.median(r[0][TIMED]) * 1e3 for r in per_seed])
+        row = {
+            "table": "P4",
+            "solver": name,
+            "ms/iteration (11–210)": ms[name],
+            "first iteration [s]": statistics.median([r[0][0] for r in per_seed]),
+        }
+        if name.startswith("symode"):
+            row["NFE forward/backward per iteration"] = (
+                f"{np.mean([np.mean(r[1][TIMED]) for r in per_seed]):.0f} / "
+                f"{np.mean([np.mean(r[2][TIMED]) for r in per_seed]):.0f}"
+            )
+        elif name.startswith("torch"):
+            row["NFE per iteration (forward + backward calls)"] = (
+                f"{np.mean([np.mean(r[1][TIMED]) for r in per_seed]):.0f}"
+            )
+        else:
+            row["accepted+rejected steps per iteration (all windows)"] = (
+                f"{np.mean([np.mean(r[1][TIMED]) for r in per_seed]):.0f}"
+            )
+        l1s = per_seed[0][-1]
+        for k in sorted(l1s):
+            row[f"all-window L1 after {k} (mean of {len(per_seed)} seeds)"] = float(
+                np.mean([r[-1][k] for r in per_seed])
+            )
+        rows.append(row)
+    # the targets against each peer's faster variant (torchdiffeq: backprop or adjoint)
+    targets = []
+    sym = ms.get("symode float32, discrete adjoint")
+    peers = {
+        "torchdiffeq (faster of odeint, odeint_adjoint)": (
+            min([ms[k] for k in ms if k.startswith("torchdiffeq")], default=None),
+            TARGET_TORCH,
+        ),
+        "diffrax + equinox + optax (jit)": (
+            ms.get("diffrax + equinox + optax (jit)"),
+            TARGET_DIFFRAX,
+        ),
+    }
+    for peer, (their, target) in peers.items():
+        if sym and their:
+            targets.append({
+                "table": "targets",
+                "what": f"P4 ms/iteration: {peer} ÷ symode float32",
+                "measured": f"{their / sym:.1f} ({their:.2f} / {sym:.2f} ms)",
+                "target": f"≥ {target:g}",
+                "met": their / sym >= target,
+            })  # fmt: skip
+    if quick:
+        rows.append({"table": "P4", "solver": "(quick: seed 0 only, 210 iterations)"})
+    return targets + rows
