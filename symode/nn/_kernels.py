@@ -248,16 +248,23 @@ def jvp(A, t, y, p, v, vo, w, out, oo, work):
 
 
 @njit(**KERNEL)
+def column_tangent(A, y, p, j, work):
+    """After ``forward``: the tangent pass along the state's j-th basis vector, so that
+    dx_L in work is column j of ∂f/∂y."""
+    dx0 = A.dxo[0]
+    for i in range(A.n + A.time):
+        work[dx0 + i] = 0.0
+    work[dx0 + j] = dact(A.g, y[j])
+    tangent(A, p, p, False, work)
+
+
+@njit(**KERNEL)
 def jac(A, t, y, p, out, work):
     """out[i, j] = ∂f_i/∂y_j: one tangent pass per column."""
     forward(A, t, y, p, work)
-    dx0 = A.dxo[0]
     xL = A.dxo[A.L]
     for j in range(A.n):
-        for i in range(A.n + A.time):
-            work[dx0 + i] = 0.0
-        work[dx0 + j] = dact(A.g, y[j])
-        tangent(A, p, p, False, work)
+        column_tangent(A, y, p, j, work)
         for i in range(A.n):
             out[i, j] = work[xL + i]
 
@@ -296,13 +303,9 @@ def trace(A, t, y, p, work):
                 acc += p[W1 + r * k0 + i] * dact(A.g, y[i]) * p[W2 + i * m + r]
             tr += dact(A.acts[0], work[zo + r]) * acc
         return tr
-    dx0 = A.dxo[0]
     xL = A.dxo[A.L]
     for j in range(A.n):
-        for i in range(A.n + A.time):
-            work[dx0 + i] = 0.0
-        work[dx0 + j] = dact(A.g, y[j])
-        tangent(A, p, p, False, work)
+        column_tangent(A, y, p, j, work)
         tr += work[xL + j]
     return tr
 

@@ -199,21 +199,16 @@ class MLP:
         maxw = max(widths)
         # work: x_0..x_L, z_0..z_{L-1}, dx_0..dx_L, dz_0..dz_{L-1}, 4 backward buffers, probe
         o = 0
-        xo, dxo = [], []
-        for w in widths:
-            xo.append(o)
-            o += w
-        zo = []
-        for w in widths[1:]:
-            zo.append(o)
-            o += w
-        for w in widths:
-            dxo.append(o)
-            o += w
-        dzo = []
-        for w in widths[1:]:
-            dzo.append(o)
-            o += w
+
+        def place(ws):  # consecutive blocks of widths ws from o: their offsets
+            nonlocal o
+            offsets = []
+            for w in ws:
+                offsets.append(o)
+                o += w
+            return offsets
+
+        xo, zo, dxo, dzo = place(widths), place(widths[1:]), place(widths), place(widths[1:])
         bo = o
         o += 4 * maxw
         eo = o
