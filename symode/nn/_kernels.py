@@ -114,6 +114,18 @@ def dact(code, x):
 
 
 @njit(**KERNEL)
+def dact_at(code, x, s):
+    """σ'(x) given s = σ(x) (a layer's stored output): no second tanh or sigmoid."""
+    if code == TANH:
+        return 1.0 - s * s
+    if code == SIGMOID:
+        return s * (1.0 - s)
+    if code == IDENTITY:
+        return 1.0
+    return dact(code, x)
+
+
+@njit(**KERNEL)
 def d2act(code, x):
     """σ''(x) (relu: 0)."""
     if code == TANH:
@@ -172,6 +184,7 @@ def tangent(A, p, w, has_w, work):
         zo = A.zo[l]
         dzo = A.dzo[l]
         dxo = A.dxo[l + 1]
+        xo = A.xo[l + 1]
         code = A.acts[l]
         for r in range(m):
             acc = 0.0
@@ -182,7 +195,7 @@ def tangent(A, p, w, has_w, work):
                 for c in range(k):
                     acc += w[W + r * k + c] * work[xi + c]
             work[dzo + r] = acc
-            work[dxo + r] = dact(code, work[zo + r]) * acc
+            work[dxo + r] = dact_at(code, work[zo + r], work[xo + r]) * acc
 
 
 @njit(**KERNEL)
@@ -212,7 +225,8 @@ def vjp(A, t, y, p, a, ao, sign, out_y, oy, out_p, op, work):
     bn = A.bo + A.maxw
     last = A.L - 1
     for i in range(A.n):
-        work[bd + i] = sign * a[ao + i] * dact(A.acts[last], work[A.zo[last] + i])
+        s_i = work[A.xo[A.L] + i]
+        work[bd + i] = sign * a[ao + i] * dact_at(A.acts[last], work[A.zo[last] + i], s_i)
     for l in range(last, -1, -1):
         k = A.sizes[l]
         m = A.sizes[l + 1]
@@ -229,7 +243,7 @@ def vjp(A, t, y, p, a, ao, sign, out_y, oy, out_p, op, work):
             for r in range(m):
                 acc += p[W + r * k + c] * work[bd + r]
             if l > 0:
-                acc *= dact(A.acts[l - 1], work[A.zo[l - 1] + c])
+                acc *= dact_at(A.acts[l - 1], work[A.zo[l - 1] + c], work[xi + c])
             work[bn + c] = acc
         bd, bn = bn, bd
     for i in range(A.n):
@@ -301,7 +315,7 @@ def trace(A, t, y, p, work):
             acc = 0.0
             for i in range(A.n):
                 acc += p[W1 + r * k0 + i] * dact(A.g, y[i]) * p[W2 + i * m + r]
-            tr += dact(A.acts[0], work[zo + r]) * acc
+            tr += dact_at(A.acts[0], work[zo + r], work[A.xo[1] + r]) * acc
         return tr
     xL = A.dxo[A.L]
     for j in range(A.n):
@@ -349,7 +363,7 @@ def hutchinson_grad_add(A, t, y, p, eps, eo, out_y, out_p, work):
         code = A.acts[l]
         for r in range(m):
             z = work[zo + r]
-            s1 = dact(code, z)
+            s1 = dact_at(code, z, work[A.xo[l + 1] + r])
             work[dzb + r] = s1 * work[dxb + r]
             work[zb + r] = s1 * work[xb + r] + d2act(code, z) * work[dzo + r] * work[dxb + r]
         for r in range(m):
