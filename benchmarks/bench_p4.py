@@ -19,16 +19,19 @@ all 990 windows after 200 and 1000 iterations (mean over seeds).
 
 from __future__ import annotations
 
+import json
 import statistics
+import sys
 import time
 
 import numpy as np
-from _util import bench_cache_dir, log
+from _util import bench_cache_dir, log, run_child
 
 TITLE = "P4: neural ODE training, torchdiffeq's spiral (ms per iteration, all-window L1)"
 DESCRIPTION = (
     "Same network, initial weights and window sequence for every solver; float32, "
-    "dopri5 at rtol 1e-7 / atol 1e-9, RMSprop 1e-3. ms per iteration: median of "
+    "dopri5 at rtol 1e-7 / atol 1e-9, RMSprop 1e-3. Each (solver, seed) trains in a "
+    "fresh process, the solvers alternating within a seed. ms per iteration: median of "
     "iterations 11–210 (the first ones compile). L1: the objective over all 990 windows."
 )
 A_TRUE = np.array([[-0.1, 2.0], [-2.0, -0.1]])
@@ -72,7 +75,7 @@ def windows(true_y, starts):
 
 
 # -- symode ------------------------------------------------------------------------------
-def run_symode(t, true_y, seed, iterations, dtype, adjoint, seminorm=True):
+def run_symode(rec, t, true_y, seed, iterations, dtype, adjoint, seminorm=True):
     import sympy as sp
 
     import symode
@@ -89,9 +92,10 @@ def run_symode(t, true_y, seed, iterations, dtype, adjoint, seminorm=True):
     opts = dict(method="dopri5", rtol=RTOL, atol=ATOL, dtype=dtype)
     t_win = t[:WINDOW]
     opt = RMSprop(theta, lr=LR, alpha=0.99, eps=1e-8)
-    times, nfe_f, nfe_b, l1 = [], [], [], {}
+    times, nfe_f, nfe_b, l1 = rec["times"], rec["nfe_f"], rec["nfe_b"], rec["l1"]
     n_windows = len(t) - WINDOW
     for it, starts in enumerate(batches(seed, iterations, n_windows)):
+        yield
         t0 = time.perf_counter()
         y0, obs = windows(true_y, starts)
         g = model.gradient(y0, t_win, theta, obs, adjoint=adjoint, seminorm=seminorm, **opts)
@@ -103,11 +107,10 @@ def run_symode(t, true_y, seed, iterations, dtype, adjoint, seminorm=True):
             y0, obs = windows(true_y, np.arange(n_windows))
             pred = model.solve(y0, t_win, theta, **opts, throw=False).y
             l1[it + 1] = float(np.mean(np.abs(pred.astype(np.float64) - obs)))
-    return times, nfe_f, nfe_b, l1
 
 
 # -- torchdiffeq -------------------------------------------------------------------------
-def run_torch(t, true_y, seed, iterations, adjoint):
+def run_torch(rec, t, true_y, seed, iterations, adjoint):
     import torch
     from torchdiffeq import odeint, odeint_adjoint
 
@@ -136,9 +139,10 @@ def run_torch(t, true_y, seed, iterations, adjoint):
     opt = torch.optim.RMSprop(func.parameters(), lr=LR, alpha=0.99, eps=1e-8)
     t_win = torch.tensor(t[:WINDOW], dtype=torch.float32)
     true_t = torch.tensor(true_y, dtype=torch.float32)
-    times, nfe, l1 = [], [], {}
+    times, nfe, l1 = rec["times"], rec["nfe_f"], rec["l1"]
     n_windows = len(t) - WINDOW
     for it, starts in enumerate(batches(seed, iterations, n_windows)):
+        yield
         t0 = time.perf_counter()
         calls[0] = 0
         idx = torch.tensor(np.asarray(starts)[:, None] + np.arange(WINDOW))
@@ -156,11 +160,10 @@ def run_torch(t, true_y, seed, iterations, adjoint):
                 pred = odeint(func, torch.tensor(y0, dtype=torch.float32), t_win, rtol=RTOL,
                               atol=ATOL, method="dopri5")  # fmt: skip
                 l1[it + 1] = float(np.mean(np.abs(pred.transpose(0, 1).numpy() - obs)))
-    return times, nfe, l1
 
 
 # -- diffrax + equinox + optax -----------------------------------------------------------
-def run_diffrax(t, true_y, seed, iterations):
+def run_diffrax(rec, t, true_y, seed, iterations):
     import diffrax
     import equinox as eqx
     import jax
@@ -198,9 +201,10 @@ def run_diffrax(t, true_y, seed, iterations):
 
     eval_l1 = eqx.filter_jit(lambda p, y0, obs: loss_fn(p, y0, obs)[0])
     true_j = jnp.asarray(true_y, jnp.float32)
-    times, steps_n, l1 = [], [], {}
+    times, steps_n, l1 = rec["times"], rec["nfe_f"], rec["l1"]
     n_windows = len(t) - WINDOW
     for it, starts in enumerate(batches(seed, iterations, n_windows)):
+        yield
         t0 = time.perf_counter()
         idx = np.asarray(starts)[:, None] + np.arange(WINDOW)
         params, state, loss, steps = step(params, state, true_j[starts], true_j[idx])
@@ -212,68 +216,88 @@ def run_diffrax(t, true_y, seed, iterations):
             l1[it + 1] = float(
                 eval_l1(params, jnp.asarray(y0, jnp.float32), jnp.asarray(obs, jnp.float32))
             )
-    return times, steps_n, l1
 
 
 # -- the module ----------------------------------------------------------------------------
+def _runner(name, rec, t, true_y, seed, iterations):
+    """The training generator of solver ``name``."""
+    if name.startswith("symode"):
+        dtype = np.float64 if "float64" in name else np.float32
+        adjoint = "discrete" if "discrete" in name else "checkpoint"
+        return run_symode(
+            rec, t, true_y, seed, iterations, dtype, adjoint, "no seminorm" not in name
+        )
+    if name.startswith("torchdiffeq"):
+        return run_torch(rec, t, true_y, seed, iterations, "adjoint" in name)
+    return run_diffrax(rec, t, true_y, seed, iterations)
+
+
+SOLVERS = (
+    "symode float32, discrete adjoint",
+    "symode float32, checkpoint adjoint",
+    # Kidger, Chen & Lyons (2021): μ (252 channels here) out of backward step control
+    "symode float32, checkpoint adjoint, no seminorm",
+    "symode float64, discrete adjoint",
+    "torchdiffeq odeint (backprop)",
+    "torchdiffeq odeint_adjoint",
+    "diffrax + equinox + optax (jit)",
+)
+
+
+def child(name, seed, iterations):
+    """One solver's training in this (fresh) process: prints its record as JSON."""
+    t, true_y = problem()
+    rec = {"times": [], "nfe_f": [], "nfe_b": [], "l1": {}}
+    try:
+        for _ in _runner(name, rec, t, true_y, seed, iterations):
+            pass
+    except ImportError as err:
+        rec = {"missing": str(err)}
+    print(json.dumps(rec))
+
+
 def run(quick: bool) -> list[dict]:
     t, true_y = problem()
     seeds = [0] if quick else [0, 1, 2]
     iterations = 210 if quick else 1000
-    solvers = {
-        "symode float32, discrete adjoint": lambda s: run_symode(
-            t, true_y, s, iterations, np.float32, "discrete"
-        ),
-        "symode float32, checkpoint adjoint": lambda s: run_symode(
-            t, true_y, s, iterations, np.float32, "checkpoint"
-        ),
-        # Kidger, Chen & Lyons (2021): μ (252 channels here) out of backward step control
-        "symode float32, checkpoint adjoint, no seminorm": lambda s: run_symode(
-            t, true_y, s, iterations, np.float32, "checkpoint", seminorm=False
-        ),
-        "symode float64, discrete adjoint": lambda s: run_symode(
-            t, true_y, s, iterations, np.float64, "discrete"
-        ),
-        "torchdiffeq odeint (backprop)": lambda s: run_torch(t, true_y, s, iterations, False),
-        "torchdiffeq odeint_adjoint": lambda s: run_torch(t, true_y, s, iterations, True),
-        "diffrax + equinox + optax (jit)": lambda s: run_diffrax(t, true_y, s, iterations),
-    }
+    # each (solver, seed) in a fresh process, the solvers alternating within a seed: no
+    # framework's threads (torch's and numba's OpenMP pools, XLA's) spin beside another's
+    # work, and a drift in machine load is spread over all of them
+    results = {name: [] for name in SOLVERS}
+    missing = {}
+    for s in seeds:
+        for name in SOLVERS:
+            if name in missing:
+                continue
+            log(f"  P4: {name}, seed {s}, {iterations} iterations (fresh process)")
+            out = run_child([__file__, "--child", name, str(s), str(iterations)])
+            if "missing" in out:
+                missing[name] = out["missing"]
+            else:
+                results[name].append(out)
     rows, ms = [], {}
-    for name, fn in solvers.items():
-        per_seed = []
-        for s in seeds:
-            log(f"  P4: {name}, seed {s}, {iterations} iterations")
-            try:
-                per_seed.append(fn(s))
-            except ImportError as err:
-                rows.append({"table": "P4", "solver": name, "note": f"not installed: {err}"})
-                break
-        if not per_seed:
+    for name, per_seed in results.items():
+        if name in missing:
+            rows.append({"table": "P4", "solver": name, "note": f"not installed: {missing[name]}"})
             continue
-        ms[name] = statistics.median([statistics.median(r[0][TIMED]) * 1e3 for r in per_seed])
+        ms[name] = statistics.median([statistics.median(r["times"][TIMED]) * 1e3 for r in per_seed])
         row = {
             "table": "P4",
             "solver": name,
             "ms/iteration (11–210)": ms[name],
-            "first iteration [s]": statistics.median([r[0][0] for r in per_seed]),
+            "first iteration [s]": statistics.median([r["times"][0] for r in per_seed]),
         }
+        nfe_f = np.mean([np.mean(r["nfe_f"][TIMED]) for r in per_seed])
         if name.startswith("symode"):
-            row["NFE forward/backward per iteration"] = (
-                f"{np.mean([np.mean(r[1][TIMED]) for r in per_seed]):.0f} / "
-                f"{np.mean([np.mean(r[2][TIMED]) for r in per_seed]):.0f}"
-            )
+            nfe_b = np.mean([np.mean(r["nfe_b"][TIMED]) for r in per_seed])
+            row["NFE forward/backward per iteration"] = f"{nfe_f:.0f} / {nfe_b:.0f}"
         elif name.startswith("torch"):
-            row["NFE per iteration (forward + backward calls)"] = (
-                f"{np.mean([np.mean(r[1][TIMED]) for r in per_seed]):.0f}"
-            )
+            row["NFE per iteration (forward + backward calls)"] = f"{nfe_f:.0f}"
         else:
-            row["accepted+rejected steps per iteration (all windows)"] = (
-                f"{np.mean([np.mean(r[1][TIMED]) for r in per_seed]):.0f}"
-            )
-        l1s = per_seed[0][-1]
-        for k in sorted(l1s):
+            row["accepted+rejected steps per iteration (all windows)"] = f"{nfe_f:.0f}"
+        for k in sorted(per_seed[0]["l1"], key=int):
             row[f"all-window L1 after {k} (mean of {len(per_seed)} seeds)"] = float(
-                np.mean([r[-1][k] for r in per_seed])
+                np.mean([r["l1"][k] for r in per_seed])
             )
         rows.append(row)
     # the targets against each peer's faster variant (torchdiffeq: backprop or adjoint)
@@ -301,3 +325,8 @@ def run(quick: bool) -> list[dict]:
     if quick:
         rows.append({"table": "P4", "solver": "(quick: seed 0 only, 210 iterations)"})
     return targets + rows
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
