@@ -15,6 +15,9 @@ all 990 windows after 200 and 1000 iterations (mean over seeds).
 - torchdiffeq: ``odeint`` (backprop through the solver) and ``odeint_adjoint``;
 - diffrax + equinox + optax: ``diffeqsolve`` (Dopri5, PIDController, the default
   RecursiveCheckpointAdjoint) vmapped over the windows, the loss and gradient jitted.
+
+And the memory of one gradient of the same network as the horizon grows (fixed-step
+RK4, dt = 0.01, fresh processes): symode's adjoint modes against torchdiffeq's.
 """
 
 from __future__ import annotations
@@ -256,6 +259,90 @@ def child(name, seed, iterations):
     print(json.dumps(rec))
 
 
+# -- memory of one neural ODE gradient as the horizon grows --------------------------------
+MEM_DT = 0.01  # fixed-step RK4, as P6: 100 steps per unit of time
+MEM_CONFIGS = (  # (library, mode, checkpoints)
+    ("symode", "backsolve", None),
+    ("symode", "checkpoint", 16),
+    ("symode", "checkpoint", None),
+    ("symode", "discrete", None),
+    ("torchdiffeq", "odeint (backprop)", None),
+    ("torchdiffeq", "odeint_adjoint", None),
+)
+
+
+def memory_child(lib, mode, checkpoints, t1):
+    """Peak RSS (KiB) of one gradient of the spiral network over [0, t1] (observations
+    every 0.25, loss Σ y), after a warm-up gradient at t1 = 0.5: prints JSON."""
+    import resource
+
+    def peak():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    ts = np.linspace(0.0, t1, int(round(t1 / 0.25)) + 1)
+    if lib == "symode":
+        from symode.nn import MLP
+
+        mlp = MLP((2, HIDDEN, 2), "tanh", input_map="cube")
+        theta = np.concatenate([w.ravel() for w in initial_weights(0)])
+        model = mlp.compile(cache_dir=bench_cache_dir())
+        ck = None if checkpoints == "None" else int(checkpoints)
+
+        def grad(times):
+            cot = np.ones((times.size, 2))
+            return model.vjp([2.0, 0.0], times, theta, cot, adjoint=mode, checkpoints=ck,
+                             method="rk4", dt=MEM_DT).params  # fmt: skip
+    else:
+        import torch
+        from torchdiffeq import odeint, odeint_adjoint
+
+        W1, b1, W2, b2 = (torch.tensor(w, dtype=torch.float64) for w in initial_weights(0))
+        params = [w.requires_grad_() for w in (W1, b1, W2, b2)]
+
+        class Func(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.p = torch.nn.ParameterList(params)
+
+            def forward(self, _t, y):
+                W1, b1, W2, b2 = self.p
+                return W2 @ torch.tanh(W1 @ y**3 + b1) + b2
+
+        func = Func()
+        solve = odeint_adjoint if "adjoint" in mode else odeint
+
+        def grad(times):
+            y = solve(func, torch.tensor([2.0, 0.0], dtype=torch.float64),
+                      torch.tensor(times), method="rk4", options={"step_size": MEM_DT})  # fmt: skip
+            y.sum().backward()
+            return [p.grad for p in func.p]
+
+    grad(np.linspace(0.0, 0.5, 3))
+    pre = peak()
+    grad(ts)
+    print(json.dumps({"pre_kib": pre, "peak_kib": peak()}))
+
+
+def run_memory(quick):
+    horizons = (10, 100) if quick else (10, 100, 1000)
+    rows = []
+    for lib, mode, ck in MEM_CONFIGS:
+        row = {"table": "memory", "solver": f"{lib} {mode}" + (f", checkpoints={ck}" if ck else "")}
+        for t1 in horizons:
+            if lib == "torchdiffeq" and t1 == 1000 and mode.startswith("odeint ("):
+                row[f"t1 = {t1} [MiB]"] = "skipped (~10⁵ graph nodes: minutes)"
+                continue
+            log(f"  P4 memory: {row['solver']}, t1 = {t1}")
+            try:
+                out = run_child([__file__, "--memory", lib, mode, str(ck), str(t1)], timeout=1200)
+            except RuntimeError as err:
+                row[f"t1 = {t1} [MiB]"] = f"failed: {str(err).splitlines()[-1][:80]}"
+                continue
+            row[f"t1 = {t1} [MiB]"] = (out["peak_kib"] - out["pre_kib"]) / 1024
+        rows.append(row)
+    return rows
+
+
 def run(quick: bool) -> list[dict]:
     t, true_y = problem()
     seeds = [0] if quick else [0, 1, 2]
@@ -324,9 +411,11 @@ def run(quick: bool) -> list[dict]:
             })  # fmt: skip
     if quick:
         rows.append({"table": "P4", "solver": "(quick: seed 0 only, 210 iterations)"})
-    return targets + rows
+    return targets + rows + run_memory(quick)
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--child":
         child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    elif len(sys.argv) == 6 and sys.argv[1] == "--memory":
+        memory_child(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
