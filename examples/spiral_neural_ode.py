@@ -23,7 +23,7 @@ from symode.nn.train import RMSprop, fit
 
 A_TRUE = np.array([[-0.1, 2.0], [-2.0, -0.1]])
 BATCH, WINDOW = 20, 10
-OPTS = dict(method="dopri5", rtol=1e-7, atol=1e-9, dtype=np.float32)
+OPTS = dict(method="dopri5", rtol=1e-7, atol=1e-9)
 
 
 def truth(t):
@@ -40,10 +40,10 @@ def windows(true_y, starts):
     return true_y[starts], true_y[idx]
 
 
-def window_loss(model, theta, t_win, true_y, starts):
+def window_loss(model, theta, t_win, true_y, starts, opts):
     """The training objective, mean |pred − true| over the windows."""
     y0, obs = windows(true_y, starts)
-    pred = model.solve(y0, t_win, theta, **OPTS, throw=False).y.astype(np.float64)
+    pred = model.solve(y0, t_win, theta, **opts, throw=False).y.astype(np.float64)
     return float(np.mean(np.abs(pred - obs)))
 
 
@@ -54,8 +54,10 @@ def main(
     cache_dir=None,
     progress: bool = True,
     adjoint: str = "checkpoint",
+    dtype=np.float32,
 ):
     iterations = iterations or (60 if quick else 1000)
+    opts = dict(OPTS, dtype=dtype)
     t = np.linspace(0.0, 25.0, 1000)
     true_y = truth(t)
     t_win = t[:WINDOW]  # autonomous dynamics: every window starts at 0
@@ -75,16 +77,16 @@ def main(
     def step(params, it):
         starts = rng.choice(all_starts, BATCH, replace=False)
         y0, obs = windows(true_y, starts)
-        g = model.gradient(y0, t_win, params, obs, adjoint=adjoint, **OPTS)
+        g = model.gradient(y0, t_win, params, obs, adjoint=adjoint, **opts)
         return float(g.value.sum()), g.params.sum(axis=0), g.stats
 
-    before = window_loss(model, theta, t_win, true_y, all_starts)
+    before = window_loss(model, theta, t_win, true_y, all_starts, opts)
     print(f"P4 spiral: MLP {list(mlp.sizes)} ({mlp.n_params} weights), {iterations} iterations")
     print(f"objective on all {len(all_starts)} windows before training: {before:.4f}")
     res = fit(step, RMSprop(theta, lr=1e-3, alpha=0.99, eps=1e-8), iterations,
               progress=progress, print_every=0 if progress else 20)  # fmt: skip
     h = res.history
-    after = window_loss(model, theta, t_win, true_y, all_starts)
+    after = window_loss(model, theta, t_win, true_y, all_starts, opts)
     steady = slice(min(10, iterations - 1), None)  # P4 times iterations 11 on (compiles)
     print(f"objective on all windows after {iterations} iterations: {after:.4f}")
     nfe_f, nfe_b = np.mean(h["nfe_forward"][steady]), np.mean(h["nfe_backward"][steady])
@@ -95,15 +97,15 @@ def main(
         f" (first {h['nfe_forward'][0]}/{h['nfe_backward'][0]}, last "
         f"{h['nfe_forward'][-1]}/{h['nfe_backward'][-1]})"
     )
-    rollout = model.solve(true_y[0], t, theta, **OPTS, throw=False)
+    rollout = model.solve(true_y[0], t, theta, **opts, throw=False)
     rollout_err = float(np.mean(np.abs(rollout.y - true_y)))
     print(f"full 25-unit rollout from y0: mean |pred − true| = {rollout_err:.4f}")
     if plot:
-        _plot(plot, mlp, theta, model, t, true_y, rollout, h)
+        _plot(plot, mlp, theta, model, t, true_y, rollout, h, opts)
     return {"before": before, "after": after, "history": h, "theta": theta, "rollout": rollout_err}
 
 
-def _plot(path, mlp, theta, model, t, true_y, rollout, history):
+def _plot(path, mlp, theta, model, t, true_y, rollout, history, opts):
     try:
         import matplotlib
 
@@ -131,7 +133,7 @@ def _plot(path, mlp, theta, model, t, true_y, rollout, history):
     ax[2].set(title="learned vector field", xlabel="x", ylabel="y")
     # extrapolation: beyond the training span [0, 25]
     t_ext = np.linspace(0.0, 50.0, 2000)
-    ext = model.solve(true_y[0], t_ext, theta, **OPTS, throw=False).y
+    ext = model.solve(true_y[0], t_ext, theta, **opts, throw=False).y
     ax[3].plot(t_ext, truth(t_ext)[:, 0], "k", label="x true")
     ax[3].plot(t_ext, ext[:, 0], "C3--", label="x learned")
     ax[3].axvline(25.0, color="grey", lw=0.8)

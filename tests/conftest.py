@@ -114,7 +114,7 @@ EVERY_TABLEAU = {
 # gradient tests compile four kinds of dynamics per method: dopri5 alone by default, and
 # float32 gradients (every kind again in single precision) in the full run
 GRADIENT_FILES = {"test_gradients.py", "test_gradient_tools.py", "test_losses.py"}
-FULL_ONLY = {"test_float32_gradients"}
+FULL_ONLY = {"test_float32_gradients", "test_neural_ode_float32_gradients_near_float64"}
 # rk4 variants of gradient tests (each compiles rk4's forward and adjoint kernels for
 # one more system): one system stays in the default run, the rest run with -m full
 FULL_ONLY_IDS = {

@@ -283,13 +283,14 @@ def test_a_new_architecture_compiles_only_its_own_wrappers(tmp_path):
 
 
 def test_neural_ode_float32_gradients_near_float64(spiral):
-    """float32 states (weights stay float64, the contract's params): the checkpoint
-    gradient within 1e-3 relative of float64's at rtol 1e-5 — float32 rounding (6e-8)
-    grown through ~100 steps and the looser tolerance both stay far below it."""
+    """float32 states (weights stay float64, the contract's params), a batch of two: the
+    checkpoint gradient within 1e-3 relative of float64's at rtol 1e-5 — float32
+    rounding (6e-8) grown through ~100 steps and the looser tolerance stay far below it.
+    (A batch: the same compiled float32 entry as the spiral example's.)"""
     mlp, model = spiral
-    y0 = np.array([2.0, 0.0])
+    y0 = np.array([[2.0, 0.0], [0.5, -1.0]])
     t = np.linspace(0.0, 1.0, 6)
-    cot = np.random.default_rng(0).standard_normal((t.size, 2))
+    cot = np.random.default_rng(0).standard_normal((2, t.size, 2))
     g64 = model.vjp(y0, t, mlp.params, cot, rtol=1e-5, atol=1e-7)
     g32 = model.vjp(y0, t, mlp.params, cot, rtol=1e-5, atol=1e-7, dtype=np.float32)
     assert g32.y.dtype == np.float32
