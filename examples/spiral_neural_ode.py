@@ -26,11 +26,11 @@ BATCH, WINDOW = 20, 10
 OPTS = dict(method="dopri5", rtol=1e-7, atol=1e-9)
 
 
-def truth(t):
+def truth(t, cache_dir=None):
     """The spiral, by symode's own solver on the exact dynamics (SymPy)."""
     x, y = sp.symbols("x y")
     rhs = (sp.Matrix([[x**3, y**3]]) * sp.Matrix(A_TRUE.tolist())).T
-    spiral = symode.ODESystem(list(rhs), states=[x, y]).compile()
+    spiral = symode.ODESystem(list(rhs), states=[x, y]).compile(cache_dir=cache_dir)
     return spiral.solve([2.0, 0.0], t, rtol=1e-10, atol=1e-12).y
 
 
@@ -59,7 +59,7 @@ def main(
     iterations = iterations or (60 if quick else 1000)
     opts = dict(OPTS, dtype=dtype)
     t = np.linspace(0.0, 25.0, 1000)
-    true_y = truth(t)
+    true_y = truth(t, cache_dir)
     t_win = t[:WINDOW]  # autonomous dynamics: every window starts at 0
     mlp = MLP((2, 50, 2), "tanh", input_map="cube", init="normal", std=0.1, seed=0)
     theta = mlp.params.copy()

@@ -29,11 +29,11 @@ ARCHS = {
 
 
 @pytest.fixture(scope="module", params=sorted(ARCHS))
-def net(request, tmp_path_factory):
+def net(request, cache_dir):
     mlp = MLP(**ARCHS[request.param], seed=3)
     # biases away from zero: every activation's curvature takes part
     theta = mlp.params + 0.3 * np.random.default_rng(1).standard_normal(mlp.n_params)
-    return mlp, mlp.compile(cache_dir=tmp_path_factory.mktemp("nn")).kernels, theta
+    return mlp, mlp.compile(cache_dir=cache_dir).kernels, theta
 
 
 def _point(mlp, seed=0):
@@ -135,10 +135,10 @@ def test_trace_hutchinson_and_their_gradients(net):
     np.testing.assert_allclose(tp, _fd(lambda pp: k.trace(t, y, pp), theta), rtol=1e-6, atol=1e-7)
 
 
-def test_one_hidden_layer_trace_is_the_closed_form():
+def test_one_hidden_layer_trace_is_the_closed_form(cache_dir):
     """f(y) = W₂σ(W₁g(y) + b₁) + b₂: tr = Σₖ σ′(zₖ)(W₁ diag(g′(y)) W₂)ₖₖ, written in numpy."""
     mlp = MLP((3, 6, 3), "tanh", input_map="cube", seed=2)
-    k = mlp.compile().kernels
+    k = mlp.compile(cache_dir=cache_dir).kernels
     theta = mlp.params + 0.2
     y = np.array([0.3, -0.8, 0.5])
     (l1, l2) = mlp.layers(theta)
@@ -187,10 +187,10 @@ def test_bad_architectures_are_named(kwargs, match):
 
 
 @pytest.fixture(scope="module")
-def spiral():
+def spiral(cache_dir):
     """torchdiffeq's ode_demo dynamics: y' = W₂ tanh(W₁ y³ + b₁) + b₂ (hidden 16 here)."""
     mlp = MLP((2, 16, 2), "tanh", input_map="cube", init="normal", std=0.3, seed=0)
-    return mlp, mlp.compile()
+    return mlp, mlp.compile(cache_dir=cache_dir)
 
 
 def test_neural_ode_solve_matches_solve_ivp(spiral):
@@ -235,12 +235,12 @@ def test_neural_ode_gradients_agree_across_modes_and_with_finite_differences(spi
         np.testing.assert_allclose(g.params[i], fd, rtol=1e-6, atol=1e-10)
 
 
-def test_neural_ode_symbolic_loss_and_ensemble(spiral):
+def test_neural_ode_symbolic_loss_and_ensemble(spiral, cache_dir):
     mlp, _ = spiral
     y0s, y1s = mlp.states
     d0, d1 = sp.symbols("d0 d1", real=True)
     loss = symode.Loss(observation=(y0s - d0) ** 2 + (y1s - d1) ** 2, data=(d0, d1))
-    model = mlp.compile(loss=loss)
+    model = mlp.compile(loss=loss, cache_dir=cache_dir)
     t = np.linspace(0.0, 1.0, 5)
     y0 = np.array([2.0, 0.0])
     data = np.random.default_rng(2).standard_normal((t.size, 2))
@@ -256,7 +256,7 @@ def test_neural_ode_symbolic_loss_and_ensemble(spiral):
         np.testing.assert_allclose(ens.y[i], model.solve(Y0[i], t, mlp.params).y, rtol=1e-13)
 
 
-def test_a_new_architecture_compiles_only_its_own_wrappers(tmp_path):
+def test_a_new_architecture_compiles_only_its_own_wrappers(tmp_path, cache_dir):
     """The MLP kernels are compiled once per machine for all architectures of a depth;
     a new width in a fresh process compiles its module's thin wrappers only (and no
     engine function), and its gradient matches this process's."""
@@ -274,7 +274,7 @@ def test_a_new_architecture_compiles_only_its_own_wrappers(tmp_path):
         numba.njit(_kernels.act.py_func)(0, 1.0)
     assert seen["nn"] == 1
     mlp = MLP((2, width, 2), "tanh", seed=0)
-    model = mlp.compile()
+    model = mlp.compile(cache_dir=cache_dir)
     t = np.linspace(0.0, 2.0, 9)
     y = model.solve([1.0, 0.5], t, mlp.params).y
     np.testing.assert_allclose(new["y"], y, rtol=1e-13)

@@ -151,11 +151,11 @@ def test_fit_records_history_and_stops_early(capsys):
     assert not res.stopped_early
 
 
-def test_training_is_reproducible_and_resumes_identically(tmp_path):
+def test_training_is_reproducible_and_resumes_identically(tmp_path, cache_dir):
     """Two seeded runs are identical; a run stopped at iteration 10, saved, loaded into a
     fresh optimizer and continued equals the uninterrupted run bit for bit."""
     mlp = MLP((2, 6, 2), "tanh", seed=0)
-    model = mlp.compile()
+    model = mlp.compile(cache_dir=cache_dir)
     t = np.linspace(0.0, 1.0, 5)
     target = np.zeros((t.size, 2))
 
