@@ -86,7 +86,8 @@ def run_symode(rec, t, true_y, seed, iterations, dtype, adjoint, seminorm=True):
     from symode.nn.train import RMSprop
 
     mlp = MLP((2, HIDDEN, 2), "tanh", input_map="cube")
-    theta = np.concatenate([w.ravel() for w in initial_weights(seed)])
+    # the weights in the run's dtype (float32 end to end for the float32 rows)
+    theta = np.concatenate([w.ravel() for w in initial_weights(seed)]).astype(dtype)
     y0s, y1s = mlp.states
     d0, d1 = sp.symbols("d0 d1", real=True)
     n_obs = BATCH * WINDOW * 2

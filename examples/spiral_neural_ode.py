@@ -62,7 +62,7 @@ def main(
     true_y = truth(t, cache_dir)
     t_win = t[:WINDOW]  # autonomous dynamics: every window starts at 0
     mlp = MLP((2, 50, 2), "tanh", input_map="cube", init="normal", std=0.1, seed=0)
-    theta = mlp.params.copy()
+    theta = mlp.params.astype(dtype)  # float32 end to end by default: weights too
     rng = np.random.default_rng(0)
     all_starts = np.arange(len(t) - WINDOW)
 

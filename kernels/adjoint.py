@@ -35,6 +35,7 @@ from numba import njit, prange
 from .dynamics import (
     SPECIALIZED,
     SYSTEM,
+    call_single,
     has_running_cost,
     n_params,
     n_states,
@@ -821,18 +822,22 @@ def gradient_backsolve(
 @njit(**ENSEMBLE)
 def gradient_ensemble_backsolve(
     method, addr, sizes, T0, T1, Y0, Pm, t_obs, NT, cot, data, use_loss, iopt, fopt, atol,
-    grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
+    grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT, single,
 ):  # fmt: skip
-    # each trajectory calls the compiled single-trajectory entry (an inlined copy would
-    # compile the mode a second time), on its own span and the first NT[r] times of its
-    # row r of t_obs (a padded batch; r = 0 for all when they share one row)
+    # each trajectory calls the single-trajectory entry (dynamics.call_single), on its
+    # own span and the first NT[r] times of its row r of t_obs (a padded batch; r = 0 for
+    # all when they share one row); ``row_arguments`` is the same call in Python
     for i in prange(Y0.shape[0]):
         r = np.int64(i) if t_obs.shape[0] > 1 else np.int64(0)  # (prange: i is unsigned)
         m = NT[r]
-        gradient_backsolve(
-            method, addr, sizes, T0[i], T1[i], Y0[i], Pm[i], t_obs[r, :m], cot[i, :m],
-            data[i, :m], use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i],
-            GP[i], ST_F[i], ST_B[i], FOUT[i], Y_OUT[i, :m],
+        call_single(
+            gradient_backsolve,
+            single,
+            (
+                method, addr, sizes, T0[i], T1[i], Y0[i], Pm[i], t_obs[r, :m], cot[i, :m],
+                data[i, :m], use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck,
+                GY0[i], GP[i], ST_F[i], ST_B[i], FOUT[i], Y_OUT[i, :m],
+            ),
         )  # fmt: skip
 
 
@@ -850,18 +855,22 @@ def gradient_checkpoint(
 @njit(**ENSEMBLE)
 def gradient_ensemble_checkpoint(
     method, addr, sizes, T0, T1, Y0, Pm, t_obs, NT, cot, data, use_loss, iopt, fopt, atol,
-    grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
+    grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT, single,
 ):  # fmt: skip
-    # each trajectory calls the compiled single-trajectory entry (an inlined copy would
-    # compile the mode a second time), on its own span and the first NT[r] times of its
-    # row r of t_obs (a padded batch; r = 0 for all when they share one row)
+    # each trajectory calls the single-trajectory entry (dynamics.call_single), on its
+    # own span and the first NT[r] times of its row r of t_obs (a padded batch; r = 0 for
+    # all when they share one row); ``row_arguments`` is the same call in Python
     for i in prange(Y0.shape[0]):
         r = np.int64(i) if t_obs.shape[0] > 1 else np.int64(0)  # (prange: i is unsigned)
         m = NT[r]
-        gradient_checkpoint(
-            method, addr, sizes, T0[i], T1[i], Y0[i], Pm[i], t_obs[r, :m], cot[i, :m],
-            data[i, :m], use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i],
-            GP[i], ST_F[i], ST_B[i], FOUT[i], Y_OUT[i, :m],
+        call_single(
+            gradient_checkpoint,
+            single,
+            (
+                method, addr, sizes, T0[i], T1[i], Y0[i], Pm[i], t_obs[r, :m], cot[i, :m],
+                data[i, :m], use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck,
+                GY0[i], GP[i], ST_F[i], ST_B[i], FOUT[i], Y_OUT[i, :m],
+            ),
         )  # fmt: skip
 
 
@@ -879,18 +888,22 @@ def gradient_discrete(
 @njit(**ENSEMBLE)
 def gradient_ensemble_discrete(
     method, addr, sizes, T0, T1, Y0, Pm, t_obs, NT, cot, data, use_loss, iopt, fopt, atol,
-    grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
+    grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT, single,
 ):  # fmt: skip
-    # each trajectory calls the compiled single-trajectory entry (an inlined copy would
-    # compile the mode a second time), on its own span and the first NT[r] times of its
-    # row r of t_obs (a padded batch; r = 0 for all when they share one row)
+    # each trajectory calls the single-trajectory entry (dynamics.call_single), on its
+    # own span and the first NT[r] times of its row r of t_obs (a padded batch; r = 0 for
+    # all when they share one row); ``row_arguments`` is the same call in Python
     for i in prange(Y0.shape[0]):
         r = np.int64(i) if t_obs.shape[0] > 1 else np.int64(0)  # (prange: i is unsigned)
         m = NT[r]
-        gradient_discrete(
-            method, addr, sizes, T0[i], T1[i], Y0[i], Pm[i], t_obs[r, :m], cot[i, :m],
-            data[i, :m], use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i],
-            GP[i], ST_F[i], ST_B[i], FOUT[i], Y_OUT[i, :m],
+        call_single(
+            gradient_discrete,
+            single,
+            (
+                method, addr, sizes, T0[i], T1[i], Y0[i], Pm[i], t_obs[r, :m], cot[i, :m],
+                data[i, :m], use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck,
+                GY0[i], GP[i], ST_F[i], ST_B[i], FOUT[i], Y_OUT[i, :m],
+            ),
         )  # fmt: skip
 
 
@@ -908,16 +921,35 @@ def gradient_forward(
 @njit(**ENSEMBLE)
 def gradient_ensemble_forward(
     method, addr, sizes, T0, T1, Y0, Pm, t_obs, NT, cot, data, use_loss, iopt, fopt, atol,
-    grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT,
+    grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT, single,
 ):  # fmt: skip
-    # each trajectory calls the compiled single-trajectory entry (an inlined copy would
-    # compile the mode a second time), on its own span and the first NT[r] times of its
-    # row r of t_obs (a padded batch; r = 0 for all when they share one row)
+    # each trajectory calls the single-trajectory entry (dynamics.call_single), on its
+    # own span and the first NT[r] times of its row r of t_obs (a padded batch; r = 0 for
+    # all when they share one row); ``row_arguments`` is the same call in Python
     for i in prange(Y0.shape[0]):
         r = np.int64(i) if t_obs.shape[0] > 1 else np.int64(0)  # (prange: i is unsigned)
         m = NT[r]
-        gradient_forward(
-            method, addr, sizes, T0[i], T1[i], Y0[i], Pm[i], t_obs[r, :m], cot[i, :m],
-            data[i, :m], use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i],
-            GP[i], ST_F[i], ST_B[i], FOUT[i], Y_OUT[i, :m],
+        call_single(
+            gradient_forward,
+            single,
+            (
+                method, addr, sizes, T0[i], T1[i], Y0[i], Pm[i], t_obs[r, :m], cot[i, :m],
+                data[i, :m], use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck,
+                GY0[i], GP[i], ST_F[i], ST_B[i], FOUT[i], Y_OUT[i, :m],
+            ),
         )  # fmt: skip
+
+
+def row_arguments(args, i=0):
+    """The arguments ``gradient_ensemble_<mode>(*args, single)`` passes to
+    ``gradient_<mode>`` for member i (the Python side types them to find that entry's
+    compiled code)."""
+    (method, addr, sizes, T0, T1, Y0, Pm, t_obs, NT, cot, data, use_loss, iopt, fopt, atol,
+     grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT) = args  # fmt: skip
+    r = i if t_obs.shape[0] > 1 else 0
+    m = NT[r]
+    return (
+        method, addr, sizes, T0[i], T1[i], Y0[i], Pm[i], t_obs[r, :m], cot[i, :m], data[i, :m],
+        use_loss, iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0[i], GP[i], ST_F[i],
+        ST_B[i], FOUT[i], Y_OUT[i, :m],
+    )  # fmt: skip

@@ -22,6 +22,8 @@ The generated kernels index ``y[i]``, ``out[i]``, which numba compiles for array
 pointers alike; the accessors pass pointers to the rows and offsets the engine means.
 """
 
+import hashlib
+
 import llvmlite.ir as llir
 import numpy as np
 from numba import types
@@ -60,8 +62,9 @@ INLINE = {"fastmath": {"contract"}, "error_model": "numpy"}
 
 def kernel_signatures(dtype):
     """The numba signature of each kernel of the generic record for states of ``dtype``
-    (a numba float type): pointers to the state's dtype for states, stage values and
-    their scratch; to float64 for params, data and the adjoint's cotangents. Every
+    (a numba float type): pointers to the state's dtype for states, params (an MLP's
+    weights: float32 end to end when asked), stage values and their scratch; to float64
+    for data, the adjoint's cotangents and the parameter gradients. Every
     kernel ends with ``work``, the caller's scratch of ``sizes[Z_NW]`` values (an MLP's
     hidden activations; unused by symbolic systems), one per trajectory."""
     f8 = types.float64
@@ -69,14 +72,14 @@ def kernel_signatures(dtype):
     v8 = types.CPointer(f8)
     void = types.void
     return {
-        "rhs": signature(void, f8, v, v8, v, v),  # (t, y, p, out, work)
-        "adjoint": signature(void, f8, v, v8, v, v, v),  # (t, y, p, λ, out, work)
-        "jvp": signature(void, f8, v, v8, v, v, v, v),  # (t, y, p, v, w, out, work)
-        "vjp": signature(void, f8, v, v8, v8, v8, v8, v),  # (t, y, p, a, out_y, out_p, work)
-        "running": signature(f8, f8, v, v8, v),  # (t, y, p, work)
-        "running_grad": signature(void, f8, v, v8, v, v, v),  # (t, y, p, out_y, out_p, work)
-        "observation": signature(f8, v, v8, v8, v),  # (y, d, p, work)
-        "observation_grad": signature(void, v, v8, v8, v8, v8, v),  # (y, d, p, out_y, out_p, work)
+        "rhs": signature(void, f8, v, v, v, v),  # (t, y, p, out, work)
+        "adjoint": signature(void, f8, v, v, v, v, v),  # (t, y, p, λ, out, work)
+        "jvp": signature(void, f8, v, v, v, v, v, v),  # (t, y, p, v, w, out, work)
+        "vjp": signature(void, f8, v, v, v8, v8, v8, v),  # (t, y, p, a, out_y, out_p, work)
+        "running": signature(f8, f8, v, v, v),  # (t, y, p, work)
+        "running_grad": signature(void, f8, v, v, v, v, v),  # (t, y, p, out_y, out_p, work)
+        "observation": signature(f8, v, v8, v, v),  # (y, d, p, work)
+        "observation_grad": signature(void, v, v8, v, v8, v8, v),  # (y, d, p, out_y, out_p, work)
     }
 
 
@@ -335,3 +338,72 @@ observation_grad = _accessor(
     _observation_grad,
     _spec_observation_grad,
 )
+
+
+# -- an ensemble member as a call of the single-trajectory entry ----------------------------
+# An ensemble entry's parallel loop calls the single-trajectory entry once per member. A
+# direct call links that entry's code into the ensemble's module, and LLVM optimizes it all
+# again: the checkpoint gradient's ensemble took 17.7 s to compile after its single entry
+# had taken 60 s (2 cores, numba 0.68). In the generic tier the loop instead calls the
+# single entry's compiled code through its address (``ModelEngine``: ``single`` =
+# [address, signature key, mismatch flag]), as first-class kernels are called: one compile
+# of each mode serves both. The specialized tier calls it directly (its own copy).
+
+
+def signature_key(argtypes) -> int:
+    """A stable int64 fingerprint of a tuple of numba types: the Python side and the
+    compiled loop each compute it for the single entry's arguments, and the loop calls
+    through the address only when they agree (a mismatch would call code compiled for
+    other types)."""
+    digest = hashlib.blake2b(repr(tuple(argtypes)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+@intrinsic
+def _call_native(typingctx, address, key, args):
+    """Call the numba-compiled function at ``address`` (numba's calling convention, no
+    return value) with the tuple ``args``, if ``key`` is their types' signature_key;
+    returns whether it did. An exception raised there propagates as from a direct call."""
+    if not isinstance(args, types.BaseTuple):
+        return None
+    argtypes = tuple(args.types)
+    want = signature_key(argtypes)
+
+    def codegen(context, builder, sig, llargs):
+        addr, k, tup = llargs
+        ok = builder.icmp_signed("==", k, llir.Constant(k.type, want))
+        with builder.if_then(ok, likely=True):
+            values = [builder.extract_value(tup, i) for i in range(len(argtypes))]
+            fnty = context.call_conv.get_function_type(types.none, argtypes)
+            fn = builder.inttoptr(addr, fnty.as_pointer())
+            status, _ = context.call_conv.call_function(builder, fn, types.none, argtypes, values)
+            with cgutils.if_unlikely(builder, status.is_error):
+                context.call_conv.return_status_propagate(builder, status)
+        return ok
+
+    return types.boolean(address, key, args), codegen
+
+
+def call_single(entry, single, args):
+    """``entry(*args)`` for one ensemble member: through ``single``'s address in the
+    generic tier (setting single[2] = 1 if the types disagree, and calling nothing),
+    directly in a specialized copy."""
+    raise TypeError("call_single runs only inside compiled engine code")
+
+
+# inlined in numba's IR: a dispatcher passed to a compiled call becomes a first-class
+# function value holding this process's addresses, which numba refuses to cache
+@overload(call_single, inline="always", jit_options=INLINE)
+def _call_single(entry, single, args):
+    if SPECIALIZED:
+
+        def direct(entry, single, args):
+            entry(*args)
+
+        return direct
+
+    def through_address(entry, single, args):
+        if not _call_native(single[0], single[1], args):
+            single[2] = 1
+
+    return through_address

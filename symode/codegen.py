@@ -366,13 +366,14 @@ ENTRY_POINTS = {
     },
     "ensemble": {
         "solve_ensemble": "addr, sizes, T0, T1, Z0, Pm, iopt, fopt, atol, grid, t_out, NT, Z_out, "
-        "stats, fstats",
+        "stats, fstats, single",
     },
     "adjoint": {
         "gradient": "mode, addr, sizes, t0, t1, y0, p, t_obs, cot, data, use_loss, iopt, fopt, "
         "atol, grid, biopt, bfopt, batol, max_ck, gy0, gp, st_f, st_b, fout, y_out",
         "gradient_ensemble": "mode, addr, sizes, T0, T1, Y0, Pm, t_obs, NT, cot, data, use_loss, "
-        "iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT",
+        "iopt, fopt, atol, grid, biopt, bfopt, batol, max_ck, GY0, GP, ST_F, ST_B, FOUT, Y_OUT, "
+        "single",
     },
 }
 

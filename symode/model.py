@@ -193,6 +193,49 @@ def _scalar_options(method: _Method, nz, rtol, atol, max_steps, dt_min, h0, beta
     return _build_options(method, nz, rtol, atol, max_steps, dt_min, h0, beta, nerr, None)
 
 
+# the ensemble entries and the single-trajectory entry each member calls
+_ENSEMBLE_SINGLE = {"solve_ensemble": "solve_forward", "gradient_ensemble": "gradient"}
+
+
+def _bound(entry) -> functools.partial:
+    """The engine function with its leading arguments bound, under an entry's wrappers
+    (FirstCall, _EnsembleEntry)."""
+    while not isinstance(entry, functools.partial):
+        entry = entry.fn
+    return entry
+
+
+class _EnsembleEntry:
+    """An ensemble entry point bound to a model: each call passes the engine the address
+    of the single-trajectory entry its members call (``ModelEngine.single_address``; in
+    the specialized tier the members call their entry directly and it is unused)."""
+
+    def __init__(self, engine, fn, key, name, method, mode, dtype):
+        self.fn, self.engine, self.key, self.name = fn, engine, key, name
+        self.method, self.mode, self.dtype = method, mode, dtype
+        module = "ensemble" if name == "solve_ensemble" else "adjoint"
+        self.row_arguments = importlib.import_module(f"symode.kernels.{module}").row_arguments
+
+    def __call__(self, *args):
+        single = np.zeros(3, np.int64)
+        if not self.engine.specialized:
+            bound = _bound(self)  # functools.partial(entry, method, addr, sizes)
+            row = self.row_arguments((*bound.args, *args))
+            single[:2] = self.engine.single_address(
+                self.name, self.method, self.mode, self.dtype, row
+            )
+        first = isinstance(self.fn, FirstCall)
+        self.fn(*args, single)
+        if first:  # compiled: call the entry itself from now on, through this wrapper
+            self.fn = self.fn.fn
+            self.engine._entries[self.key] = self
+        if single[2]:
+            raise RuntimeError(
+                f"symode internal error: the engine's {self.name} typed its members' call "
+                "differently from the Python side; please report this"
+            )
+
+
 class ModelEngine:
     """A compiled model's side of the engine: the interface between :class:`Model` (and
     the drivers beside it, symode/gradients.py) and the compiled entry points. It binds
@@ -272,8 +315,33 @@ class ModelEngine:
                     addr = self.kernel_addresses(dtype, needs)
                 fn = functools.partial(getattr(engine, function), method.data, addr, self.sizes)
                 lock = f"{group}.{function}-{dtype}"
-            fn = self._entries[key] = FirstCall(fn, self._entries, key, lock, self.verbose)
+            fn = FirstCall(fn, self._entries, key, lock, self.verbose)
+            if name in _ENSEMBLE_SINGLE:
+                fn = _EnsembleEntry(self, fn, key, name, method, mode, dtype)
+            self._entries[key] = fn
         return fn
+
+    def single_address(self, name: str, method: _Method, mode, dtype, row: tuple) -> tuple:
+        """(address, signature key) of the compiled single-trajectory entry behind the
+        ensemble entry ``name``, for the arguments ``row`` an ensemble member passes it
+        (kernels/dynamics.py, call_single): compiled on first use, under its lock."""
+        single = _ENSEMBLE_SINGLE[name]
+        dispatcher = self.dispatcher(single, method, mode, dtype)
+        argtypes = tuple(dispatcher.typeof_pyval(a) for a in row)
+        key = (single, method.id, mode, np.dtype(dtype), argtypes)
+        found = self._addresses.get(key)
+        if found is None:
+            group, function = generic_entry(single, mode)
+            with engine_compile(f"{group}.{function}-{np.dtype(dtype)}", self.verbose):
+                dispatcher.compile(argtypes)
+            address = _function_type._get_jit_address(
+                dispatcher, numba.core.typing.signature(numba.types.none, *argtypes)
+            )
+            found = self._addresses[key] = (
+                address,
+                _dynamics_contract.signature_key(argtypes),
+            )
+        return found
 
     def require(self, names, what: str) -> None:
         """Raise UnsupportedFunctionError if a kernel that ``what`` needs could not be
@@ -289,8 +357,7 @@ class ModelEngine:
     def dispatcher(self, name: str, method: _Method, mode: str | None = None, dtype=np.float64):
         """The numba dispatcher behind an entry point (for introspection: signatures,
         the module it was compiled in)."""
-        fn = self.entry(name, method, mode, dtype)
-        return getattr(fn, "fn", fn).func
+        return _bound(self.entry(name, method, mode, dtype)).func
 
     @property
     def kernels(self):
@@ -305,9 +372,8 @@ class ModelEngine:
         if isinstance(params, Mapping):
             params = _from_mapping(params, self.system.params, "params")
         y0 = _as_float_array(y0, "y0", dtype, copy=False)
-        params = _as_float_array(
-            params if params is not None else [], "params", np.float64, copy=False
-        )
+        # params in the states' dtype: float32 end to end when asked (an MLP's weights)
+        params = _as_float_array(params if params is not None else [], "params", dtype, copy=False)
         if y0.ndim not in (1, 2) or y0.shape[-1] != n:
             raise ShapeError(f"y0 must have shape ({n},) or (B, {n}); got {y0.shape}")
         if params.ndim not in (1, 2) or params.shape[-1] != n_p:

@@ -261,3 +261,30 @@ def test_padded_batch_errors_name_the_row(lv_model, batch):
     bad[2, 2] = bad[2, 1]  # not strictly monotone: the engine finds it
     with pytest.raises(ShapeError, match="strictly monotone"):
         lv_model.solve(Y0, bad, Pm)
+
+
+def test_members_call_the_single_entry_through_its_address(lv_model, batch, monkeypatch):
+    """An ensemble's members call the compiled single-trajectory entry through its address
+    (kernels/dynamics.py, call_single), with the single call's results; a signature key
+    that does not match the members' argument types makes the engine call nothing and the
+    Python side raise, instead of running code compiled for other types."""
+    Y0, Pm = batch
+    ts = np.linspace(0.0, 2.0, 5)
+    cot = np.ones((Y0.shape[0], ts.size, 2))
+    one = lv_model.vjp(Y0[0], ts, Pm[0], cot[0], adjoint="discrete")
+    both = lv_model.vjp(Y0, ts, Pm, cot, adjoint="discrete")
+    np.testing.assert_array_equal(both.params[0], one.params)
+    engine = lv_model.engine
+    real = engine.single_address
+
+    def wrong_key(*args):
+        address, key = real(*args)
+        return address, key + 1
+
+    monkeypatch.setattr(engine, "single_address", wrong_key)
+    with pytest.raises(RuntimeError, match="typed its members' call differently"):
+        lv_model.solve(Y0, ts, Pm)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(
+        lv_model.solve(Y0, ts, Pm).y[0], lv_model.solve(Y0[0], ts, Pm[0]).y
+    )

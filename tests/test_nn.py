@@ -70,7 +70,7 @@ def test_rhs_float32(net):
     mlp, k, theta = net
     y, t = _point(mlp)
     out = np.empty(mlp.n_states, np.float32)
-    k.rhs(t, y.astype(np.float32), theta, out)
+    k.rhs(t, y.astype(np.float32), theta.astype(np.float32), out)  # float32 weights too
     np.testing.assert_allclose(out, mlp.apply(y.astype(np.float32), theta, t), rtol=1e-5, atol=1e-6)
 
 
@@ -283,10 +283,10 @@ def test_a_new_architecture_compiles_only_its_own_wrappers(tmp_path, cache_dir):
 
 
 def test_neural_ode_float32_gradients_near_float64(spiral):
-    """float32 states (weights stay float64, the contract's params), a batch of two: the
-    checkpoint gradient within 1e-3 relative of float64's at rtol 1e-5 — float32
-    rounding (6e-8) grown through ~100 steps and the looser tolerance stay far below it.
-    (A batch: the same compiled float32 entry as the spiral example's.)"""
+    """float32 end to end (states and weights), a batch of two: the checkpoint gradient
+    within 1e-3 relative of float64's at rtol 1e-5 — float32 rounding (6e-8) grown
+    through ~100 steps and the looser tolerance stay far below it. (A batch: the same
+    compiled float32 entry as the spiral example's.)"""
     mlp, model = spiral
     y0 = np.array([[2.0, 0.0], [0.5, -1.0]])
     t = np.linspace(0.0, 1.0, 6)
@@ -297,6 +297,69 @@ def test_neural_ode_float32_gradients_near_float64(spiral):
     scale = np.abs(g64.params).max()
     np.testing.assert_allclose(g32.params, g64.params, rtol=1e-3, atol=1e-3 * scale)
     np.testing.assert_allclose(g32.y0, g64.y0, rtol=1e-3, atol=1e-3 * scale)
+
+
+def _resnet(mlp, theta, x, hs, c):
+    """A weight-tied residual network in plain numpy, x_{i+1} = x_i + h_i f(x_i) with
+    f(x) = W₂ tanh(W₁ x³ + b₁) + b₂, and hand-written backprop of L = c·x_N: returns
+    (x_N, ∂L/∂θ in the MLP's flat layout, ∂L/∂x_0)."""
+    (l1, l2) = mlp.layers(theta)
+    saved = []
+    for h in hs:
+        u = x**3
+        a = np.tanh(l1["W"] @ u + l1["b"])
+        saved.append((x, u, a, h))
+        x = x + h * (l2["W"] @ a + l2["b"])
+    grad = np.zeros_like(theta)
+    g1, g2 = mlp.layers(grad)
+    lam = c.copy()
+    for x_i, u, a, h in reversed(saved):
+        g2["W"] += h * np.outer(lam, a)
+        g2["b"] += h * lam
+        dz = h * (l2["W"].T @ lam) * (1.0 - a**2)
+        g1["W"] += np.outer(dz, u)
+        g1["b"] += dz
+        lam = lam + (l1["W"].T @ dz) * 3.0 * x_i**2
+    return x, grad, lam
+
+
+def test_resnet_is_euler(spiral):
+    """The curriculum's week 3: N explicit Euler steps of the neural ODE are an N-block
+    weight-tied ResNet. symode's euler solve and its discrete adjoint (the exact
+    derivative of those steps) equal the numpy ResNet's forward pass and backprop to
+    rounding (1e-12 relative: 16 blocks of O(1) arithmetic)."""
+    mlp, model = spiral
+    theta = mlp.params + 0.2 * np.random.default_rng(4).standard_normal(mlp.n_params)
+    y0 = np.array([1.2, -0.4])
+    c = np.array([0.7, -1.3])
+    dt, N = 0.0625, 16  # the grid t_i = i·dt ends on 1.0 exactly
+    x_N, grad, lam = _resnet(mlp, theta, y0.copy(), np.diff(np.arange(N + 1) * dt), c)
+    opts = dict(method="euler", dt=dt)
+    sol = model.solve(y0, [0.0, 1.0], theta, **opts)
+    np.testing.assert_allclose(sol.y[-1], x_N, rtol=1e-12)
+    g = model.vjp(y0, [0.0, 1.0], theta, np.array([[0.0, 0.0], c]), adjoint="discrete", **opts)
+    np.testing.assert_allclose(g.params, grad, rtol=1e-12, atol=1e-14 * np.abs(grad).max())
+    np.testing.assert_allclose(g.y0, lam, rtol=1e-12)
+
+
+def test_float32_solves_use_float32_weights(spiral):
+    """A float32 solve uses the weights in single precision (the kernels' params are
+    the state's dtype): float64 weights give bit for bit the float32 solve of the same
+    weights rounded (mlp.init(dtype=np.float32)), and a change below float32's
+    resolution changes nothing, while it does change the float64 solve."""
+    mlp, model = spiral
+    theta = mlp.init(seed=3)
+    theta32 = mlp.init(seed=3, dtype=np.float32)
+    assert theta32.dtype == np.float32 and np.array_equal(theta32, theta.astype(np.float32))
+    t = np.linspace(0.0, 1.0, 6)
+    y0 = [2.0, 0.0]
+    y32 = model.solve(y0, t, theta32, dtype=np.float32).y
+    np.testing.assert_array_equal(model.solve(y0, t, theta, dtype=np.float32).y, y32)
+    nudged = theta + 1e-3 * np.spacing(theta.astype(np.float32))  # rounds back to theta32
+    np.testing.assert_array_equal(model.solve(y0, t, nudged, dtype=np.float32).y, y32)
+    assert not np.array_equal(model.solve(y0, t, nudged).y, model.solve(y0, t, theta).y)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        mlp.init(dtype=np.float16)
 
 
 def test_fast_tanh_is_accurate():

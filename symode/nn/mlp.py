@@ -148,9 +148,15 @@ class MLP:
             o += m * k + m
         return out
 
-    def init(self, seed=None, scheme: str | None = None, std: float | None = None) -> np.ndarray:
-        """A new flat weight vector (float64), seeded; ``scheme`` and ``std`` default to
-        the constructor's."""
+    def init(
+        self, seed=None, scheme: str | None = None, std: float | None = None, dtype=np.float64
+    ) -> np.ndarray:
+        """A new flat weight vector, seeded; ``scheme`` and ``std`` default to the
+        constructor's. ``dtype=np.float32`` rounds the same draws to single precision
+        (the weights of a float32 model: solve(..., dtype=np.float32) uses them as
+        float32 either way)."""
+        if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
         scheme = scheme or self.init_scheme
         if scheme not in INITS:
             raise ValueError(f"unknown init {scheme!r}; choose from {INITS}")
@@ -169,7 +175,7 @@ class MLP:
                 r = 1.0 / np.sqrt(k)
                 layer["W"][:] = rng.uniform(-r, r, (m, k))
                 layer["b"][:] = rng.uniform(-r, r, m)
-        return theta
+        return theta.astype(dtype, copy=False)
 
     def apply(self, y, params=None, t=0.0) -> np.ndarray:
         """f_θ(t, y) in numpy for y of shape (n,) or (B, n): a reference written apart
