@@ -505,8 +505,11 @@ def segments(method, max_ck, rec, like):
     for q in range(n_ck):
         end = ck_i[q + 1] if q + 1 < n_ck else nsteps
         max_seg = max(max_seg, end - ck_i[q])
+    # a checkpoint taken after the last step (its number a multiple of the spacing)
+    # starts no segment: sweeping it would stop twice at t1
+    n_seg = n_ck - 1 if n_ck > 1 and ck_i[n_ck - 1] >= nsteps else n_ck
     return (
-        n_ck,
+        n_seg,
         np.empty(max_seg + 1),
         np.empty(max_seg + 1),
         np.empty((max_seg + 1, nz), like.dtype),

@@ -397,6 +397,21 @@ def test_limited_checkpoints_give_the_same_gradient(lv_model, mode, bound, K):
     assert err <= bound, f"{mode}, checkpoints={K}: rel diff {err:.1e} vs checkpoints=None"
 
 
+@pytest.mark.parametrize("K", [2, 16])
+@pytest.mark.parametrize("n", [1, 2, 4, 16, 18, 32])
+def test_checkpoints_when_the_last_one_falls_on_the_end(lv_model, n, K):
+    """n Euler steps over [0, 1] with checkpoints=K, including n ≤ K and n a multiple of
+    the checkpoint spacing, where the last checkpoint is taken after the last step (a
+    regression: that one started an empty segment and the sweep stopped twice at t1,
+    failing as "t_eval is not strictly monotone"). On a fixed grid the backward pass
+    takes the same steps with or without checkpoints: equal to 1e-12."""
+    cot = np.array([[0.0, 0.0], [1.0, -0.5]])
+    opts = dict(adjoint="checkpoint", method="euler", dt=1.0 / n)
+    full = lv_model.vjp([1.0, 1.0], [0.0, 1.0], [1.5, 1, 3, 1], cot, **opts)
+    ck = lv_model.vjp([1.0, 1.0], [0.0, 1.0], [1.5, 1, 3, 1], cot, checkpoints=K, **opts)
+    assert rel(flat(ck), flat(full)) <= 1e-12
+
+
 # -- errors ----------------------------------------------------------------------------------------
 def test_wrong_cotangent_shape_is_a_shape_error(lv_model):
     ts = np.linspace(0, 1, 5)
