@@ -16,7 +16,6 @@ observations every 0.1 on [0, t1]; fixed-step classic RK4, dt = 0.01.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 
@@ -24,8 +23,13 @@ DT = 0.01
 
 
 def peak_kib() -> int:
-    """Peak resident set size of this process so far (Linux: ru_maxrss is in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Peak resident set size of this process so far, in KiB: VmHWM, not ru_maxrss
+    (which Linux carries over fork and exec: a child's starts at its parent's peak)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def rss_kib() -> int:

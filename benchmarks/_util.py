@@ -91,6 +91,17 @@ def run_child(args: list[str], *, timeout: float = 900, env: dict | None = None)
     return json.loads(lines[-1])
 
 
+def peak_rss_kib() -> int:
+    """This process's own peak resident set size (KiB): /proc/self/status VmHWM. Not
+    getrusage's ru_maxrss, which Linux carries over fork and exec: a child's reading
+    starts at its parent's peak."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None

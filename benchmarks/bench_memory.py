@@ -7,7 +7,7 @@ classic RK4, dt = 0.01; gradient w.r.t. (a, b, c, d, x0, y0).
 Every (implementation, mode, horizon) runs in a FRESH process (``_p6_child.py``): import,
 compile/load, a tiny warm-up gradient at t1 = 1 so every jitted kernel is loaded, then
 ``pre`` = peak RSS so far, then the one gradient, then ``peak`` = peak RSS
-(``getrusage(RUSAGE_SELF).ru_maxrss``). growth = peak − pre of the same process. The
+(VmHWM of /proc/self/status; not ru_maxrss, which Linux carries from the parent over fork and exec). growth = peak − pre of the same process. The
 baseline rows are processes that stop after the warm-up (import + compile + load).
 
 symode's on-disk cache (``benchmarks/.cache``) is filled ONCE by a first child that
@@ -39,7 +39,7 @@ DESCRIPTION = (
     "P3's system and loss, observations every 0.1 on [0, t1], classic RK4 dt = 0.01 "
     "(t1 = 10, 100, 1000: 1e3, 1e4, 1e5 steps). Each configuration is a fresh process: "
     "import + compile/load + a tiny warm-up gradient, then *pre* = peak RSS, then one "
-    "gradient, then *peak* = peak RSS (ru_maxrss); *growth* = peak − pre. Baseline = a "
+    "gradient, then *peak* = peak RSS (VmHWM); *growth* = peak − pre. Baseline = a "
     "process that only imported, compiled and warmed up. symode loads from a cache "
     "warmed once. torchdiffeq's 'rk4' is the 3/8 rule (same stages per step). A "
     "torchdiffeq run cut at its time cap reports a lower bound (≥)."
@@ -47,7 +47,7 @@ DESCRIPTION = (
 
 HORIZONS = (10, 100, 1000)
 CHILD = _util.HERE / "_p6_child.py"
-MIB = 1024.0  # ru_maxrss is in KiB
+MIB = 1024.0  # VmHWM is in KiB
 # (lib, mode, checkpoints, expectation)
 CONFIGS = [
     ("symode", "backsolve", None, "flat"),

@@ -275,10 +275,7 @@ MEM_CONFIGS = (  # (library, mode, checkpoints)
 def memory_child(lib, mode, checkpoints, t1):
     """Peak RSS (KiB) of one gradient of the spiral network over [0, t1] (observations
     every 0.25, loss Σ y), after a warm-up gradient at t1 = 0.5: prints JSON."""
-    import resource
-
-    def peak():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from _util import peak_rss_kib as peak  # not ru_maxrss: it starts at the parent's peak
 
     ts = np.linspace(0.0, t1, int(round(t1 / 0.25)) + 1)
     if lib == "symode":
