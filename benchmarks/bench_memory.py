@@ -7,8 +7,9 @@ classic RK4, dt = 0.01; gradient w.r.t. (a, b, c, d, x0, y0).
 Every (implementation, mode, horizon) runs in a FRESH process (``_p6_child.py``): import,
 compile/load, a tiny warm-up gradient at t1 = 1 so every jitted kernel is loaded, then
 ``pre`` = peak RSS so far, then the one gradient, then ``peak`` = peak RSS
-(VmHWM of /proc/self/status; not ru_maxrss, which Linux carries from the parent over fork and exec). growth = peak − pre of the same process. The
-baseline rows are processes that stop after the warm-up (import + compile + load).
+(VmHWM of /proc/self/status; not ru_maxrss, which Linux carries from the parent over
+fork and exec). growth = peak − pre of the same process. The baseline rows are
+processes that stop after the warm-up (import + compile + load).
 
 symode's on-disk cache (``benchmarks/.cache``) is filled ONCE by a first child that
 runs every mode at t1 = 1; the per-configuration children then load from it (a child
