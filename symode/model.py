@@ -197,6 +197,15 @@ def _scalar_options(method: _Method, nz, rtol, atol, max_steps, dt_min, h0, beta
 _ENSEMBLE_SINGLE = {"solve_ensemble": "solve_forward", "gradient_ensemble": "gradient"}
 
 
+def _fingerprint(a):
+    """What numba's type of an argument depends on, cheaply: an array's dtype, dimensions,
+    layout and flags; a scalar's Python type."""
+    if isinstance(a, np.ndarray):
+        f = a.flags
+        return (a.dtype.str, a.ndim, f.c_contiguous, f.f_contiguous, f.writeable, f.aligned)
+    return type(a)
+
+
 def _bound(entry) -> functools.partial:
     """The engine function with its leading arguments bound, under an entry's wrappers
     (FirstCall, _EnsembleEntry)."""
@@ -213,17 +222,24 @@ class _EnsembleEntry:
     def __init__(self, engine, fn, key, name, method, mode, dtype):
         self.fn, self.engine, self.key, self.name = fn, engine, key, name
         self.method, self.mode, self.dtype = method, mode, dtype
+        self._single: dict = {}  # argument fingerprints → (address, signature key)
         module = "ensemble" if name == "solve_ensemble" else "adjoint"
         self.row_arguments = importlib.import_module(f"symode.kernels.{module}").row_arguments
 
     def __call__(self, *args):
         single = np.zeros(3, np.int64)
         if not self.engine.specialized:
-            bound = _bound(self)  # functools.partial(entry, method, addr, sizes)
-            row = self.row_arguments((*bound.args, *args))
-            single[:2] = self.engine.single_address(
-                self.name, self.method, self.mode, self.dtype, row
-            )
+            # the members' argument types follow from these arguments' (numba's typeof
+            # of every row costs ~20 µs a call: looked up by a cheap fingerprint instead)
+            key = tuple(map(_fingerprint, args))
+            found = self._single.get(key)
+            if found is None:
+                bound = _bound(self)  # functools.partial(entry, method, addr, sizes)
+                row = self.row_arguments((*bound.args, *args))
+                found = self._single[key] = self.engine.single_address(
+                    self.name, self.method, self.mode, self.dtype, row
+                )
+            single[:2] = found
         first = isinstance(self.fn, FirstCall)
         self.fn(*args, single)
         if first:  # compiled: call the entry itself from now on, through this wrapper
@@ -348,7 +364,10 @@ class ModelEngine:
         printed for this system (codegen leaves it out), naming it and why."""
         missing = [k for k in names if k in getattr(self.kernels, "MISSING", ())]
         if missing:
-            reason = kernel_error(self.system, self.loss, missing[0])
+            explain = getattr(self.system, "missing_reason", None)
+            reason = (
+                explain(missing[0]) if explain else kernel_error(self.system, self.loss, missing[0])
+            )
             raise UnsupportedFunctionError(
                 f"{what} needs the kernel {missing[0]!r}, which cannot be compiled for this "
                 f"system: {reason}"
