@@ -14,6 +14,8 @@ if not _log.handlers:
     _log.setLevel(_logging.INFO)
     _log.propagate = False
 
+from .cnf import CNF  # noqa: E402
+from .densities import DiagonalGaussian, ksd  # noqa: E402
 from .errors import (  # noqa: E402
     DuplicateSymbolError,
     IntegrationError,
@@ -53,6 +55,9 @@ __all__ = [
     "UnsupportedFunctionError",
     "IntegrationError",
     "Status",
+    "DiagonalGaussian",
+    "ksd",
+    "CNF",
 ]
 
 

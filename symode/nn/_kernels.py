@@ -304,6 +304,12 @@ def trace(A, t, y, p, work):
     g(y) + b₁) + b₂: Σₖ σ′(zₖ) Σᵢ W₁[k, i] g′(yᵢ) W₂[i, k]; deeper nets: one tangent pass
     per state, the diagonal entry of each."""
     forward(A, t, y, p, work)
+    return trace_after_forward(A, y, p, work)
+
+
+@njit(**KERNEL)
+def trace_after_forward(A, y, p, work):
+    """``trace`` when work holds a fresh ``forward`` pass."""
     tr = 0.0
     if A.L == 2 and A.acts[1] == IDENTITY:
         k0 = A.sizes[0]
@@ -328,19 +334,27 @@ def trace(A, t, y, p, work):
 def hutchinson(A, t, y, p, eps, work):
     """Hutchinson's estimate εᵀ(∂f/∂y)ε of the trace for the probe ε (one tangent pass)."""
     forward(A, t, y, p, work)
-    input_tangent(A, y, eps, 0, work)
+    return hutchinson_after_forward(A, y, p, eps, 0, work)
+
+
+@njit(**KERNEL)
+def hutchinson_after_forward(A, y, p, eps, eo, work):
+    """``hutchinson`` for ε = eps[eo:eo+n] when work holds a fresh ``forward`` pass; the
+    tangent J ε stays in work at A.dxo[A.L]."""
+    input_tangent(A, y, eps, eo, work)
     tangent(A, p, p, False, work)
     xL = A.dxo[A.L]
     s = 0.0
     for i in range(A.n):
-        s += eps[i] * work[xL + i]
+        s += eps[eo + i] * work[xL + i]
     return s
 
 
 @njit(**KERNEL)
-def hutchinson_grad_add(A, t, y, p, eps, eo, out_y, out_p, work):
-    """out_y += ∂/∂y and out_p += ∂/∂θ of εᵀ(∂f/∂y)ε (ε = eps[eo:eo+n]): the VJP of the
-    tangent pass (reverse over forward), after a fresh forward and tangent pass."""
+def hutchinson_grad_add(A, t, y, p, eps, eo, scale, out_y, oy, out_p, op, work):
+    """out_y[oy:oy+n] += scale · ∂/∂y and out_p[op:op+P] += scale · ∂/∂θ of εᵀ(∂f/∂y)ε
+    (ε = eps[eo:eo+n]): the VJP of the tangent pass (reverse over forward), after a
+    fresh forward and tangent pass."""
     forward(A, t, y, p, work)
     input_tangent(A, y, eps, eo, work)
     tangent(A, p, p, False, work)
@@ -369,9 +383,9 @@ def hutchinson_grad_add(A, t, y, p, eps, eo, out_y, out_p, work):
         for r in range(m):
             zr = work[zb + r]
             dzr = work[dzb + r]
-            out_p[B + r] += zr
+            out_p[op + B + r] += scale * zr
             for c in range(k):
-                out_p[W + r * k + c] += zr * work[xi + c] + dzr * work[dxi + c]
+                out_p[op + W + r * k + c] += scale * (zr * work[xi + c] + dzr * work[dxi + c])
         for c in range(k):
             ax = 0.0
             adx = 0.0
@@ -383,7 +397,9 @@ def hutchinson_grad_add(A, t, y, p, eps, eo, out_y, out_p, work):
             work[dxb + c] = adx
     for i in range(A.n):
         yi = y[i]
-        out_y[i] += dact(A.g, yi) * work[xb + i] + d2act(A.g, yi) * eps[eo + i] * work[dxb + i]
+        out_y[oy + i] += scale * (
+            dact(A.g, yi) * work[xb + i] + d2act(A.g, yi) * eps[eo + i] * work[dxb + i]
+        )
 
 
 @njit(**KERNEL)
@@ -393,7 +409,7 @@ def hutchinson_grad(A, t, y, p, eps, out_y, out_p, work):
         out_y[i] = 0.0
     for q in range(A.pb[A.L - 1] + A.n):
         out_p[q] = 0.0
-    hutchinson_grad_add(A, t, y, p, eps, 0, out_y, out_p, work)
+    hutchinson_grad_add(A, t, y, p, eps, 0, 1.0, out_y, 0, out_p, 0, work)
 
 
 @njit(**KERNEL)
@@ -402,10 +418,83 @@ def trace_grad(A, t, y, p, out_y, out_p, work):
     work at A.eo)."""
     for i in range(A.n):
         out_y[i] = 0.0
-        work[A.eo + i] = 0.0
     for q in range(A.pb[A.L - 1] + A.n):
         out_p[q] = 0.0
+    trace_grad_add(A, t, y, p, 1.0, out_y, 0, out_p, 0, work)
+
+
+@njit(**KERNEL)
+def trace_grad_add(A, t, y, p, scale, out_y, oy, out_p, op, work):
+    """out_y[oy:oy+n] += scale · ∂tr/∂y and out_p[op:op+P] += scale · ∂tr/∂θ."""
+    for i in range(A.n):
+        work[A.eo + i] = 0.0
     for j in range(A.n):
         work[A.eo + j] = 1.0
-        hutchinson_grad_add(A, t, y, p, work, A.eo, out_y, out_p, work)
+        hutchinson_grad_add(A, t, y, p, work, A.eo, scale, out_y, oy, out_p, op, work)
         work[A.eo + j] = 0.0
+
+
+@njit(**KERNEL)
+def input_vjp_add(A, y, p, a, ao, scale, out, oo, work):
+    """out[oo:oo+n] += scale · aᵀ∂f/∂y for the cotangent a[ao:ao+n], after a fresh
+    ``forward`` (backpropagation to the input only: no weight gradients)."""
+    bd = A.bo
+    bn = A.bo + A.maxw
+    last = A.L - 1
+    for i in range(A.n):
+        s_i = work[A.xo[A.L] + i]
+        work[bd + i] = a[ao + i] * dact_at(A.acts[last], work[A.zo[last] + i], s_i)
+    for l in range(last, -1, -1):
+        k = A.sizes[l]
+        m = A.sizes[l + 1]
+        W = A.pw[l]
+        xi = A.xo[l]
+        for c in range(k):
+            acc = 0.0
+            for r in range(m):
+                acc += p[W + r * k + c] * work[bd + r]
+            if l > 0:
+                acc *= dact_at(A.acts[l - 1], work[A.zo[l - 1] + c], work[xi + c])
+            work[bn + c] = acc
+        bd, bn = bn, bd
+    for i in range(A.n):
+        out[oo + i] += scale * work[bd + i] * dact(A.g, y[i])
+
+
+# -- continuous normalizing flows: the augmented state [z, Δ], Δ' = -tr(∂f/∂z) -------------
+# (symode.cnf). The flat params are [θ, ε]: the weights, then (Hutchinson's estimator,
+# ``hutch``) the probe ε of this trajectory, held fixed through the solve; ε's offset is
+# A.pb[A.L - 1] + n, the end of θ.
+
+
+@njit(**KERNEL)
+def cnf_rhs(A, t, y, p, hutch, out, oo, work):
+    """out[oo:oo+n] = f(t, z) and out[oo+n] = -tr(∂f/∂z), or -εᵀ(∂f/∂z)ε with ``hutch``."""
+    forward(A, t, y, p, work)
+    output(A, work, out, oo)
+    if hutch:
+        out[oo + A.n] = -hutchinson_after_forward(A, y, p, p, A.pb[A.L - 1] + A.n, work)
+    else:
+        out[oo + A.n] = -trace_after_forward(A, y, p, work)
+
+
+@njit(**KERNEL)
+def cnf_vjp(A, t, y, p, a, ao, sign, out_y, oy, out_p, op, hutch, work):
+    """out_y[oy:oy+n+1] = sign · aᵀ∂F/∂[z, Δ] and out_p[op:op+P] = sign · aᵀ∂F/∂[θ, ε] for
+    F = [f, -tr] (or [f, -εᵀJε]) and the cotangent a[ao:ao+n+1]: backpropagation of f,
+    then the trace's gradients (reverse over forward) scaled by -a_Δ; with ``hutch`` ε's
+    gradient -a_Δ (J + Jᵀ)ε as well (exact: the probes are params like any other)."""
+    vjp(A, t, y, p, a, ao, sign, out_y, oy, out_p, op, work)
+    n = A.n
+    out_y[oy + n] = 0.0
+    scale = -sign * a[ao + n]
+    pe = A.pb[A.L - 1] + n  # ε's offset in p: the end of θ
+    if not hutch:
+        trace_grad_add(A, t, y, p, scale, out_y, oy, out_p, op, work)
+        return
+    hutchinson_grad_add(A, t, y, p, p, pe, scale, out_y, oy, out_p, op, work)
+    # ∂(εᵀJε)/∂ε = Jε + Jᵀε: the tangent J ε left in work, then a backward pass of ε
+    xL = A.dxo[A.L]
+    for i in range(n):
+        out_p[op + pe + i] = scale * work[xL + i]
+    input_vjp_add(A, y, p, p, pe, scale, out_p, op + pe, work)  # forward values still in work
