@@ -301,8 +301,10 @@ def compute_gradient(
         for bi in np.flatnonzero(ST_F[:, 4] < ends):
             Y_OUT[bi, ST_F[bi, 4] :] = np.nan  # outputs a failed forward pass did not reach
         codes = np.where(ST_F[:, 0] != 0, ST_F[:, 0], ST_B[:, 0])
-        msgs = [_message(int(c), sf[0], fo) for c, sf, fo in zip(codes, ST_F, FOUT)]
         failed = tuple(int(i) for i in np.flatnonzero(codes))
+        msgs = ["success"] * B  # a message of its own for each failed trajectory
+        for i in failed:
+            msgs[i] = _message(int(codes[i]), ST_F[i, 0], FOUT[i])
         stats = {
             "forward": {"nfev": ST_F[:, 1], "naccept": ST_F[:, 2], "nreject": ST_F[:, 3]},
             "backward": {"nfev": ST_B[:, 1], "naccept": ST_B[:, 2], "nreject": ST_B[:, 3]},
