@@ -311,11 +311,11 @@ class ModelEngine:
         """The engine's compiled entry ``name`` for a method (and adjoint mode) and
         states of ``dtype``, with the method and the system's kernels bound: call it
         with the entry's remaining arguments (codegen.ENTRY_POINTS)."""
+        dtype = np.dtype(dtype)  # (np.float64 and np.dtype("float64") hash apart)
         key = (name, method.id, mode, dtype)
         fn = self._entries.get(key)
         if fn is None:
             self.require(KERNELS_NEEDED[mode or name], mode or name)
-            dtype = np.dtype(dtype)
             if self.specialized:
                 module, function = entry_point(name, method.id, mode)
                 fn = functools.partial(

@@ -60,5 +60,6 @@ def test_a_kernel_called_through_its_addresses(tmp_path):
         sizes = np.zeros(dynamics.N_SIZES, np.int64)
         sizes[dynamics.Z_N], sizes[dynamics.Z_NP], sizes[dynamics.Z_NW] = 1, 2, 1
         out = np.zeros((2, 1), dtype)
-        n = _call_rhs_row(addr, sizes, np.array([3.0], dtype), np.array([2.0, 0.5]), out)
+        # params in the state's dtype (the contract: float32 end to end)
+        n = _call_rhs_row(addr, sizes, np.array([3.0], dtype), np.array([2.0, 0.5], dtype), out)
         assert n == 1 and out[1, 0] == 6.5 and out[0, 0] == 0.0
