@@ -24,7 +24,7 @@ import sympy as sp
 
 from .errors import NonFiniteInputError, ShapeError
 from .model import Model
-from .system import ODESystem
+from .system import Loss, ODESystem
 
 __all__ = ["CNF", "augmented_system"]
 
@@ -107,30 +107,36 @@ class CNF:
                     "a CNF of a compiled network: pass the symode.nn.MLP itself, not its model"
                 )
             dynamics = dynamics.system
-        if isinstance(dynamics, MLP):
-            from .nn.source import compile_network
+        from .densities import DiagonalGaussian
 
-            self.mlp, self.system = dynamics, None
-            self.n = dynamics.n_states
-            self.n_params = dynamics.n_params
-            self.model = compile_network(dynamics, None, cache_dir, False, verbose, cnf=trace)
+        if isinstance(dynamics, MLP):
+            n = dynamics.n_states
         elif isinstance(dynamics, ODESystem):
-            self.mlp, self.system = None, dynamics
-            self.n = dynamics.n_states
-            self.n_params = dynamics.n_params
-            self.model = augmented_system(dynamics, trace).compile(
-                cache_dir=cache_dir, verbose=verbose
-            )
+            n = dynamics.n_states
         else:
             raise TypeError(
                 "dynamics must be a symode.ODESystem, a compiled Model of one or a "
                 f"symode.nn.MLP, got {type(dynamics).__name__}"
             )
         if base is None:
-            from .densities import DiagonalGaussian
-
-            base = DiagonalGaussian(dim=self.n)
+            base = DiagonalGaussian(dim=n)
         self.base = base
+        # a Gaussian base: the NLL as a compiled loss, so that nll_and_grad is one pass
+        self._weight = sp.Symbol("w_nll", real=True)
+        gaussian = isinstance(base, DiagonalGaussian) and base.dim == n
+        if isinstance(dynamics, MLP):
+            from .nn.source import DELTA, compile_network
+
+            self.mlp, self.system = dynamics, None
+            self.n, self.n_params = n, dynamics.n_params
+            loss = self._nll_loss([*dynamics.states, DELTA]) if gaussian else None
+            self.model = compile_network(dynamics, loss, cache_dir, False, verbose, cnf=trace)
+        else:
+            self.mlp, self.system = None, dynamics
+            self.n, self.n_params = n, dynamics.n_params
+            aug = augmented_system(dynamics, trace)
+            loss = self._nll_loss(aug.states) if gaussian else None
+            self.model = aug.compile(loss=loss, cache_dir=cache_dir, verbose=verbose)
         self.t1 = float(t1)
         self.trace = trace
         self.probes = probes
@@ -140,6 +146,19 @@ class CNF:
     def __repr__(self) -> str:
         what = self.mlp if self.mlp is not None else self.system
         return f"CNF({what!r}, t1={self.t1}, trace={self.trace!r})"
+
+    def _nll_loss(self, states) -> Loss:
+        """w · (-log p_base(z) + Δ) at each output time, w a data placeholder (1/B at
+        t = 0, 0 at t1): the batch's mean NLL as a symbolic loss of the augmented state."""
+        *z, delta = states
+        mean, std = self.base.mean, self.base.std
+        neg_log_base = sum(
+            (zi - sp.Float(m, 17)) ** 2 / (2 * sp.Float(sd, 17) ** 2)
+            + sp.log(sp.Float(sd, 17))
+            + sp.log(2 * sp.pi) / 2
+            for zi, m, sd in zip(z, mean, std)
+        )
+        return Loss(observation=self._weight * (neg_log_base + delta), data=(self._weight,))
 
     # -- inputs -----------------------------------------------------------------------
     def _params(self, params) -> np.ndarray:
@@ -223,20 +242,28 @@ class CNF:
         return self.transform(z, params, seed=int(rng.integers(2**63)))
 
     def nll_and_grad(self, x, params=None, *, seed=None, eps=None, adjoint=None):
-        """(mean over the batch of -log p(x), its gradient w.r.t. ``params``): the solve
-        back to t = 0, then one adjoint pass of the batch (``adjoint``, default the
-        CNF's) with the cotangent of NLL = -log p_base(z(0)) + Δ(0) at t = 0."""
+        """(mean over the batch of -log p(x), its gradient w.r.t. ``params``) through the
+        adjoint (``adjoint``, default the CNF's). With a DiagonalGaussian base the NLL =
+        -log p_base(z(0)) + Δ(0) is a compiled loss of the augmented state and this is one
+        forward and one backward pass; another base: a solve back to t = 0, then the
+        adjoint with the cotangent of the NLL from the base's score."""
         x = self._points(x, "x")
         theta = self._params(params)
         B = x.shape[0]
         rows = self._rows(theta, B, seed, eps)
         ts = [self.t1, 0.0]
         y0 = self._y0(x)
+        adjoint = adjoint or self.adjoint
+        if self.model.loss is not None:  # one pass: the compiled NLL (a Gaussian base)
+            weights = np.zeros((B, 2, 1))
+            weights[:, 1, 0] = 1.0 / B
+            g = self.model.gradient(y0, ts, rows, weights, adjoint=adjoint, **self.options)
+            return float(g.value.sum()), g.params[:, : self.n_params].sum(axis=0)
         sol = self.model.solve(y0, ts, rows, **self.options)
         z0, delta = sol.y[:, -1, : self.n], sol.y[:, -1, self.n]
         nll = -(self.base.log_prob(z0) - delta)
         cot = np.zeros((B, 2, self.n + 1))
         cot[:, 1, : self.n] = -self.base.score(z0) / B
         cot[:, 1, self.n] = 1.0 / B
-        g = self.model.vjp(y0, ts, rows, cot, adjoint=adjoint or self.adjoint, **self.options)
+        g = self.model.vjp(y0, ts, rows, cot, adjoint=adjoint, **self.options)
         return float(nll.mean()), g.params[:, : self.n_params].sum(axis=0)
