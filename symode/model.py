@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 import math
+import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -539,6 +540,18 @@ class Model:
         tier = ", specialize=True" if self.specialized else ""
         return f"Model({self.system!r}, backend='numba'{tier}, path='{self.path}')"
 
+    # -- pickling: a model travels as its definition and cache key ------------------------
+    _recipe: tuple | None = None  # (builder, args) that made it: set by the compilers
+
+    def __reduce__(self):
+        """A model pickles as its cache key and the pickled recipe that made it (the
+        symbolic definition, loss and options), not its compiled code: unpickled in
+        another process (a Dask worker) it is loaded from that machine's cache, or
+        generated and compiled there, once per process (``rebuild_model``)."""
+        if self._recipe is None:
+            raise TypeError("this Model was not made by a symode compiler and cannot be pickled")
+        return rebuild_model, (Path(self.path).name, pickle.dumps(self._recipe))
+
     @property
     def kernels(self):
         """The generated ``_dynamics`` module: ``rhs``, ``vjp``, ``jvp``, ``jac``, ...."""
@@ -814,6 +827,20 @@ class DenseSolution:
         return out.reshape(t.shape + (out.shape[1],))
 
 
+# models rebuilt from a pickle in this process, by cache key (a worker's tasks share one)
+_REBUILT: dict = {}
+
+
+def rebuild_model(key: str, recipe: bytes) -> Model:
+    """The model of cache key ``key`` in this process: made once from its pickled recipe
+    (``Model.__reduce__``), then reused by every later unpickling."""
+    model = _REBUILT.get(key)
+    if model is None:
+        builder, args = pickle.loads(recipe)
+        model = _REBUILT[key] = builder(*args)
+    return model
+
+
 def compile_system(
     system: ODESystem,
     backend="numba",
@@ -831,4 +858,6 @@ def compile_system(
     pkg, path, source = load_generated(
         lambda: generate_numba_source(system, loss), canonical, backend, cache_dir, specialize
     )
-    return Model(system, source, pkg, path, loss, specialize, verbose)
+    model = Model(system, source, pkg, path, loss, specialize, verbose)
+    model._recipe = (compile_system, (system, backend, loss, cache_dir, specialize, verbose))
+    return model

@@ -150,4 +150,6 @@ def compile_network(mlp, loss, cache_dir, specialize, verbose, cnf: str | None =
     pkg, path, source = load_generated(
         lambda: generate_network_source(mlp, loss, cnf), canonical, "numba", cache_dir, specialize
     )
-    return Model(NetworkSystem(mlp, cnf), source, pkg, path, loss, specialize, verbose)
+    model = Model(NetworkSystem(mlp, cnf), source, pkg, path, loss, specialize, verbose)
+    model._recipe = (compile_network, (mlp, loss, cache_dir, specialize, verbose, cnf))
+    return model
