@@ -850,10 +850,12 @@ def compile_system(
     verbose: bool = True,
 ):
     """Generate, cache and load the kernels of ``system`` (see :meth:`ODESystem.compile`)."""
+    if backend == "cuda":
+        from .cuda import compile_cuda
+
+        return compile_cuda(system, loss, cache_dir, specialize, verbose)
     if backend != "numba":
-        raise NotImplementedError(
-            f"backend {backend!r} is not available yet; symode builds 'numba' kernels"
-        )
+        raise ValueError(f"backend must be 'numba' or 'cuda', got {backend!r}")
     canonical = system._canonical() + ("" if loss is None else sp.srepr(loss.__dict__))
     pkg, path, source = load_generated(
         lambda: generate_numba_source(system, loss), canonical, backend, cache_dir, specialize

@@ -465,8 +465,13 @@ class ODESystem:
 
         Parameters
         ----------
-        backend : {"numba"}
-            "cuda" is planned and not built yet.
+        backend : {"numba", "cuda"}
+            "numba" (default): the CPU engine. "cuda": a :class:`symode.cuda.CudaModel`,
+            one GPU thread per trajectory (``solve``; ``vjp`` with the checkpoint and
+            discrete adjoints), compiled at first use by CuPy's NVRTC; needs CuPy and an
+            NVIDIA GPU (``pip install 'symode[cuda]'``), else raises
+            ``symode.cuda.CudaUnavailableError`` naming what to install. No ``loss=`` or
+            ``specialize=`` there yet.
         loss : Loss, optional
             A symbolic loss whose derivatives are compiled too (for ``value_and_grad``).
         cache_dir : path, optional
