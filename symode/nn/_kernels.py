@@ -45,6 +45,21 @@ CODES = {
 KERNEL = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}}
 
 
+# A layer's dot products: with reassociation allowed LLVM vectorises the sum (a 64-wide
+# row: 0.43 µs against 2.7 µs for the serial sum, benchmarks/bench_cnf.py); the order of
+# the additions is then LLVM's, the same in every call of the compiled kernel.
+DOT = {**KERNEL, "fastmath": {"contract", "reassoc"}}
+
+
+@njit(**DOT)
+def dot(a, ao, stride, b, bo, n):
+    """Σᵢ a[ao + i·stride] · b[bo + i] for i < n (arrays or raw pointers)."""
+    acc = 0.0
+    for i in range(n):
+        acc += a[ao + i * stride] * b[bo + i]
+    return acc
+
+
 @njit(**KERNEL)
 def _tanh(x):
     """tanh(x) to 2e-15 relative at a third of libm's cost (5 ns instead of 15 ns here:
@@ -162,9 +177,7 @@ def forward(A, t, y, p, work):
         xo = A.xo[l + 1]
         code = A.acts[l]
         for r in range(m):
-            acc = p[B + r]
-            for c in range(k):
-                acc += p[W + r * k + c] * work[xi + c]
+            acc = p[B + r] + dot(p, W + r * k, 1, work, xi, k)
             work[zo + r] = acc
             work[xo + r] = act(code, acc)
 
@@ -187,13 +200,9 @@ def tangent(A, p, w, has_w, work):
         xo = A.xo[l + 1]
         code = A.acts[l]
         for r in range(m):
-            acc = 0.0
-            for c in range(k):
-                acc += p[W + r * k + c] * work[dxi + c]
+            acc = dot(p, W + r * k, 1, work, dxi, k)
             if has_w:
-                acc += w[B + r]
-                for c in range(k):
-                    acc += w[W + r * k + c] * work[xi + c]
+                acc += w[B + r] + dot(w, W + r * k, 1, work, xi, k)
             work[dzo + r] = acc
             work[dxo + r] = dact_at(code, work[zo + r], work[xo + r]) * acc
 
@@ -239,9 +248,7 @@ def vjp(A, t, y, p, a, ao, sign, out_y, oy, out_p, op, work):
             for c in range(k):
                 out_p[op + W + r * k + c] = d * work[xi + c]
         for c in range(k):
-            acc = 0.0
-            for r in range(m):
-                acc += p[W + r * k + c] * work[bd + r]
+            acc = dot(p, W + c, k, work, bd, m)
             if l > 0:
                 acc *= dact_at(A.acts[l - 1], work[A.zo[l - 1] + c], work[xi + c])
             work[bn + c] = acc
@@ -387,12 +394,8 @@ def hutchinson_grad_add(A, t, y, p, eps, eo, scale, out_y, oy, out_p, op, work):
             for c in range(k):
                 out_p[op + W + r * k + c] += scale * (zr * work[xi + c] + dzr * work[dxi + c])
         for c in range(k):
-            ax = 0.0
-            adx = 0.0
-            for r in range(m):
-                wrc = p[W + r * k + c]
-                ax += wrc * work[zb + r]
-                adx += wrc * work[dzb + r]
+            ax = dot(p, W + c, k, work, zb, m)
+            adx = dot(p, W + c, k, work, dzb, m)
             work[xb + c] = ax
             work[dxb + c] = adx
     for i in range(A.n):
@@ -450,9 +453,7 @@ def input_vjp_add(A, y, p, a, ao, scale, out, oo, work):
         W = A.pw[l]
         xi = A.xo[l]
         for c in range(k):
-            acc = 0.0
-            for r in range(m):
-                acc += p[W + r * k + c] * work[bd + r]
+            acc = dot(p, W + c, k, work, bd, m)
             if l > 0:
                 acc *= dact_at(A.acts[l - 1], work[A.zo[l - 1] + c], work[xi + c])
             work[bn + c] = acc
