@@ -196,19 +196,19 @@ def train_density(name, cnf, mlp, *, seconds=None, iterations=None, batch=512, n
     clock, it, shown = 0.0, 0, 0
     while (iterations is None or it < iterations) and (seconds is None or clock < seconds):
         x = sample(batch, rng)
+        it += 1
+        if it == 1 or it % nfe_every == 0:  # untimed: this iteration's solver counts
+            f, b = nll_counts(cnf, x, theta)
+            h["nfe_iteration"].append(it)
+            h["nfe_forward"].append(f)
+            h["nfe_backward"].append(b)
         t0 = time.perf_counter()
         loss, grad = cnf.nll_and_grad(x, theta)
         opt.step(grad)
         dt = time.perf_counter() - t0
         clock += dt
-        it += 1
         h["loss"].append(loss)
         h["seconds"].append(dt)
-        if it == 1 or it % nfe_every == 0:  # untimed: the same gradient's solver counts
-            f, b = nll_counts(cnf, x, theta)
-            h["nfe_iteration"].append(it)
-            h["nfe_forward"].append(f)
-            h["nfe_backward"].append(b)
         due = (it * evaluations // iterations if iterations else
                int(clock * evaluations // seconds))  # fmt: skip
         done = (iterations is not None and it >= iterations) or (
