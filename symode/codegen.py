@@ -112,6 +112,27 @@ def _placeholders(em: _Emitter, name: str, n: int, offset: str = "") -> list[sp.
     return dummies
 
 
+def cse_outputs(em, name: str, outputs, returns, required: bool, check=None):
+    """A kernel's expressions in synthetic names (``em.subs``), checked printable by
+    ``em.printer`` and CSE'd: (temporaries, outputs, return value or None); None when the
+    kernel cannot be printed and is optional (``em.missing`` then lists it). Shared by
+    the numba and CUDA emitters (symode/cudagen.py, with its own ``check``)."""
+    exprs = [sp.sympify(e).xreplace(em.subs) for _, e in outputs]
+    if returns is not None:
+        exprs.append(sp.sympify(returns).xreplace(em.subs))
+    back = {v: k for k, v in em.subs.items()}
+    try:
+        (check or _check_printable)(exprs, em.printer, back)
+    except UnsupportedFunctionError:
+        if required or em.strict == name:
+            raise
+        em.missing.append(name)
+        return None
+    temps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("c_"), order="none")
+    ret = reduced.pop() if returns is not None else None
+    return temps, reduced, ret
+
+
 class _Emitter:
     """Emits the kernels. A kernel whose expressions cannot be printed is left out and
     listed in ``missing`` (a derivative such as gamma's polygamma must not block a solve),
@@ -141,20 +162,11 @@ class _Emitter:
         """Emit one @njit function: CSE over all outputs, then assignments; ``prologue``:
         lines of symode's own (never user text) that go first."""
         name = signature.split("(")[0]
-        exprs = [sp.sympify(e).xreplace(self.subs) for _, e in outputs]
-        if returns is not None:
-            exprs.append(sp.sympify(returns).xreplace(self.subs))
-        back = {v: k for k, v in self.subs.items()}
-        try:
-            _check_printable(exprs, self.printer, back)
-        except UnsupportedFunctionError:
-            if required or self.strict == name:
-                raise
-            self.missing.append(name)
+        found = cse_outputs(self, name, outputs, returns, required)
+        if found is None:
             return
-        temps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("c_"), order="none")
+        temps, reduced, ret = found
         body = [f"    {s} = {self.printer.doprint(v)}" for s, v in temps]
-        ret = reduced.pop() if returns is not None else None
         # every value first, then the stores: a store may alias any input array as far
         # as LLVM knows, so an input read after a store would be loaded again
         stores = []

@@ -43,7 +43,7 @@ import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.printing.c import C99CodePrinter, known_functions_C99
 
-from .codegen import _placeholders, _vector_syms
+from .codegen import _placeholders, _vector_syms, cse_outputs
 from .errors import UnsupportedFunctionError
 from .kernels import status as _status
 from .system import ODESystem, _symbol_name
@@ -201,22 +201,13 @@ class _Emitter:
         """One ``template <typename real> __host__ __device__ static`` function: CSE over
         all outputs, every value computed before the first store (a store may alias an
         input as far as the compiler knows)."""
-        exprs = [sp.sympify(e).xreplace(self.subs) for _, e in outputs]
-        if returns is not None:
-            exprs.append(sp.sympify(returns).xreplace(self.subs))
-        back = {v: k for k, v in self.subs.items()}
-        try:
-            _check_printable(exprs, self.printer, back)
-        except UnsupportedFunctionError:
-            if required or self.strict == name:
-                raise
-            self.missing.append(name)
+        found = cse_outputs(self, name, outputs, returns, required, _check_printable)
+        if found is None:
             return
-        temps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("c_"), order="none")
+        temps, reduced, ret = found
         # (one line each: SymPy's C printer breaks a Piecewise's ternary over lines)
         show = lambda e: " ".join(self.printer.doprint(e).split())  # noqa: E731
         body = [f"    const real {s} = {show(v)};" for s, v in temps]
-        ret = reduced.pop() if returns is not None else None
         stores = []
         for i, ((target, _), v) in enumerate(zip(outputs, reduced)):
             body.append(f"    const real v_{i} = {show(v)};")
