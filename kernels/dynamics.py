@@ -165,7 +165,9 @@ def _size(index, constant):
     def accessor(dyn):
         raise TypeError("size accessors run only inside compiled engine code")
 
-    @overload(accessor, inline="always", jit_options=INLINE)
+    # a call, not inlined in numba's IR: LLVM inlines it all the same (P1-P3 unchanged),
+    # and numba no longer copies and types its body at each of the engine's call sites
+    @overload(accessor, jit_options=INLINE)
     def _accessor(dyn):
         if SPECIALIZED:
             value = constant()

@@ -49,7 +49,7 @@ from .dynamics import (
     running,
     running_grad,
 )  # fmt: skip
-from .local import local_array_intrinsic
+from .local import local_array_intrinsic, packed_views
 from .status import BAD_T_EVAL, MAX_STEPS, NONFINITE, STEP_UNDERFLOW, SUCCESS
 
 TABLES, FSAL, ADAPTIVE, ERR_ORDER = kernel_tables()
@@ -119,25 +119,29 @@ def _method_accessor(doc, literal, data):
     return accessor
 
 
-def _unpack(method):
-    """(A, b, c, e, P, Ax, cx) as views of a packed tableau (``packed_tableau``)."""
-    s = int(method[0, M_S])
-    K = int(method[0, M_K])
-    nx = int(method[0, M_NX])
-    S = s + 1 + nx
-    r = 4 + s
-    return (
-        method[1 : 1 + s, :s],
-        method[1 + s, :s],
-        method[2 + s, :s],
-        method[3 + s, :s],
-        method[r : r + S, :K],
-        method[r + S : r + S + nx, :S],
-        method[r + S + nx, :nx],
-    )
+def _tableau_layout(header):
+    """Where (A, b, c, e, P, Ax, cx) lie in a packed tableau (``packed_tableau``):
+    (first row, rows or None for one row, columns) of each, from its header row."""
+    s, K, nx = header(M_S), header(M_K), header(M_NX)
+    S = s + 1 + nx  # rows of P: the stages, f at the step's end, the extra stages
+    r = s + 4
+    return [
+        (1, s, s),
+        (s + 1, None, s),
+        (s + 2, None, s),
+        (s + 3, None, s),
+        (r, S, K),
+        (r + S, nx, S),
+        (r + S + nx, None, nx),
+    ]
 
 
-tableau = _method_accessor("(A, b, c, e, P, Ax, cx) of the method.", lambda k: TABLES[k], _unpack)
+_unpack = packed_views(_tableau_layout)
+
+
+tableau = _method_accessor(
+    "(A, b, c, e, P, Ax, cx) of the method.", lambda k: TABLES[k], lambda method: _unpack(method)
+)
 fsal = _method_accessor(
     "Whether the method's last stage is f at the step's end (first same as last).",
     lambda k: FSAL[k],

@@ -731,3 +731,29 @@ def test_get_tableau_unknown_name():
     assert "'rk45'" in message
     for name in NAMES:
         assert repr(name) in message
+
+
+@pytest.mark.parametrize("name", sorted(TABLEAUS))
+def test_generic_engine_views_equal_numpy_slicing_of_the_packed_tableau(name):
+    """The generic engine reads a packed tableau through views built in one intrinsic
+    (kernels/local.py ``packed_views``): each must be numpy's slice of the packed array,
+    with the same values, shape and dtype, sharing its memory."""
+    from numba import njit
+    from symode.kernels.integrate import M_K, M_NX, M_S, _unpack
+
+    from symode.tableaus import packed_tableau
+
+    views = njit(lambda m: _unpack(m))
+    m = packed_tableau(name)
+    s, K, nx = int(m[0, M_S]), int(m[0, M_K]), int(m[0, M_NX])
+    S, r = s + 1 + nx, 4 + s
+    expected = (
+        m[1 : 1 + s, :s], m[1 + s, :s], m[2 + s, :s], m[3 + s, :s],
+        m[r : r + S, :K], m[r + S : r + S + nx, :S], m[r + S + nx, :nx] if nx else m[0, :0],
+    )  # fmt: skip
+    got = views(m)
+    assert len(got) == 7
+    for v, w in zip(got, expected):
+        assert v.shape == w.shape and v.dtype == w.dtype
+        np.testing.assert_array_equal(v, w)
+        assert v.size == 0 or np.shares_memory(v, m)
