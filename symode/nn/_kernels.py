@@ -230,6 +230,12 @@ def vjp(A, t, y, p, a, ao, sign, out_y, oy, out_p, op, work):
     """out_y[oy:oy+n] = sign · aᵀ∂f/∂y and out_p[op:op+P] = sign · aᵀ∂f/∂θ for the
     cotangent a[ao:ao+n] (backpropagation after a fresh ``forward``)."""
     forward(A, t, y, p, work)
+    vjp_after_forward(A, y, p, a, ao, sign, out_y, oy, out_p, op, work)
+
+
+@njit(**KERNEL)
+def vjp_after_forward(A, y, p, a, ao, sign, out_y, oy, out_p, op, work):
+    """``vjp`` when work holds a fresh ``forward`` pass (which it leaves there)."""
     bd = A.bo
     bn = A.bo + A.maxw
     last = A.L - 1
@@ -363,6 +369,13 @@ def hutchinson_grad_add(A, t, y, p, eps, eo, scale, out_y, oy, out_p, op, work):
     (ε = eps[eo:eo+n]): the VJP of the tangent pass (reverse over forward), after a
     fresh forward and tangent pass."""
     forward(A, t, y, p, work)
+    hutchinson_grad_after_forward(A, y, p, eps, eo, scale, out_y, oy, out_p, op, work)
+
+
+@njit(**KERNEL)
+def hutchinson_grad_after_forward(A, y, p, eps, eo, scale, out_y, oy, out_p, op, work):
+    """``hutchinson_grad_add`` when work holds a fresh ``forward`` pass (which it leaves
+    there: the tangent and backward passes write other parts of work)."""
     input_tangent(A, y, eps, eo, work)
     tangent(A, p, p, False, work)
     xb = A.bo  # x̄_{l+1}, then x̄_l
@@ -429,11 +442,19 @@ def trace_grad(A, t, y, p, out_y, out_p, work):
 @njit(**KERNEL)
 def trace_grad_add(A, t, y, p, scale, out_y, oy, out_p, op, work):
     """out_y[oy:oy+n] += scale · ∂tr/∂y and out_p[op:op+P] += scale · ∂tr/∂θ."""
+    forward(A, t, y, p, work)
+    trace_grad_after_forward(A, y, p, scale, out_y, oy, out_p, op, work)
+
+
+@njit(**KERNEL)
+def trace_grad_after_forward(A, y, p, scale, out_y, oy, out_p, op, work):
+    """``trace_grad_add`` when work holds a fresh ``forward`` pass: one tangent and one
+    backward pass per state, sharing that forward pass."""
     for i in range(A.n):
         work[A.eo + i] = 0.0
     for j in range(A.n):
         work[A.eo + j] = 1.0
-        hutchinson_grad_add(A, t, y, p, work, A.eo, scale, out_y, oy, out_p, op, work)
+        hutchinson_grad_after_forward(A, y, p, work, A.eo, scale, out_y, oy, out_p, op, work)
         work[A.eo + j] = 0.0
 
 
@@ -485,15 +506,16 @@ def cnf_vjp(A, t, y, p, a, ao, sign, out_y, oy, out_p, op, hutch, work):
     F = [f, -tr] (or [f, -εᵀJε]) and the cotangent a[ao:ao+n+1]: backpropagation of f,
     then the trace's gradients (reverse over forward) scaled by -a_Δ; with ``hutch`` ε's
     gradient -a_Δ (J + Jᵀ)ε as well (exact: the probes are params like any other)."""
-    vjp(A, t, y, p, a, ao, sign, out_y, oy, out_p, op, work)
+    forward(A, t, y, p, work)  # once: every pass below reads it
+    vjp_after_forward(A, y, p, a, ao, sign, out_y, oy, out_p, op, work)
     n = A.n
     out_y[oy + n] = 0.0
     scale = -sign * a[ao + n]
     pe = A.pb[A.L - 1] + n  # ε's offset in p: the end of θ
     if not hutch:
-        trace_grad_add(A, t, y, p, scale, out_y, oy, out_p, op, work)
+        trace_grad_after_forward(A, y, p, scale, out_y, oy, out_p, op, work)
         return
-    hutchinson_grad_add(A, t, y, p, p, pe, scale, out_y, oy, out_p, op, work)
+    hutchinson_grad_after_forward(A, y, p, p, pe, scale, out_y, oy, out_p, op, work)
     # ∂(εᵀJε)/∂ε = Jε + Jᵀε: the tangent J ε left in work, then a backward pass of ε
     xL = A.dxo[A.L]
     for i in range(n):
