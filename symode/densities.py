@@ -294,6 +294,12 @@ def ksd(
     deviation √(2 E[u²] / (n(n-1))). Take ``sqrt(max(ksd, 0))`` for the discrepancy
     itself.
 
+    Like every score-based check it is blind to the weights of separated modes: the
+    score is local, so samples that cover one of two well-separated modes (or miss an
+    arc of a ring) can score near zero. Judge mode coverage by other means as well
+    (Wenliang & Kanagawa 2020; on Rezende & Mohamed's U1 the KSD misses a planar flow's
+    lost arc: README, "Results").
+
     Parameters
     ----------
     samples : (n, d) array_like

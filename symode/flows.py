@@ -19,6 +19,10 @@ References
 Rezende & Mohamed 2015, "Variational Inference with Normalizing Flows", ICML:
 eqs. 10–12 (planar), 14 (radial), 15 (the free energy), Appendix A (invertibility),
 Table 1 (U1–U4).
+
+U2–U4 depend on z₁ only through bounded terms, so exp(-U) does not decay along z₁ and
+cannot be normalised: their ELBOs (and KSDs) rank fits against each other but are not
+bounds on a finite log-evidence. U1 confines both coordinates.
 """
 
 from __future__ import annotations
