@@ -342,7 +342,7 @@ else:
     FORWARD_PASS = FORWARD_COST
 
 
-@njit(cache=True, fastmath=FMA, error_model="numpy", inline="always")
+@njit(cache=True, fastmath=FMA, error_model="numpy")
 def forward_pass(
     method, dyn, t0, t1, y0, p, t_obs, iopt, fopt, atol, grid, st_f, fs_f, y_out, gy0, gp, max_ck
 ):
