@@ -9,15 +9,18 @@ side and exact Jacobian (symode/stiff.py).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import scipy.integrate
-from scipy.optimize import OptimizeResult
 
 from .errors import IntegrationError
 from .model import Model
 from .stiff import IMPLICIT_METHODS
 from .system import ODESystem
 from .tableaus import get_tableau
+
+if TYPE_CHECKING:  # scipy.integrate and scipy.optimize load on first call (~0.4 s)
+    from scipy.optimize import OptimizeResult
 
 __all__ = ["solve_ivp"]
 
@@ -71,6 +74,8 @@ def solve_ivp(
     if not isinstance(fun, (ODESystem, Model)):
         if not callable(fun):
             raise TypeError(f"fun must be an ODESystem, a Model or a callable, got {fun!r}")
+        import scipy.integrate
+
         return scipy.integrate.solve_ivp(
             fun, t_span, y0, method=method, t_eval=t_eval, dense_output=dense_output,
             args=args, rtol=rtol, atol=atol, first_step=first_step, **options,
@@ -95,6 +100,8 @@ def solve_ivp(
     if want_steps and sol.sol is not None:
         t_out = sol.sol.ts
         y_out = sol.sol(t_out)
+    from scipy.optimize import OptimizeResult
+
     return OptimizeResult(
         t=t_out,
         y=np.ascontiguousarray(y_out.T),

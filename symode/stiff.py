@@ -21,14 +21,14 @@ References: Hairer & Wanner, *Solving ODEs II* (Radau IIA, IV.8); Shampine & Rei
 from __future__ import annotations
 
 import numpy as np
-import scipy.integrate as si
-import scipy.sparse as sps
 
 from .errors import Status
 
 __all__ = ["IMPLICIT_METHODS", "solve_implicit"]
 
-IMPLICIT_METHODS = {"Radau": si.Radau, "BDF": si.BDF, "LSODA": si.LSODA}
+# scipy.integrate's solver classes of these names (imported on first use: scipy.integrate
+# is ~0.4 s of `import symode` otherwise)
+IMPLICIT_METHODS = ("Radau", "BDF", "LSODA")
 # Radau and BDF take a sparse Jacobian from this many states on when at most this
 # share of its entries is structurally nonzero
 SPARSE_FROM_STATES = 50
@@ -70,6 +70,8 @@ class _Kernels:
         self._jac_csr(t, y, self._p, values)
         self.njev += 1
         n = y.shape[0]
+        import scipy.sparse as sps
+
         return sps.csr_matrix((values, *self._pattern), shape=(n, n))
 
 
@@ -89,7 +91,9 @@ def solve_implicit(model, method, y0, t_eval, t0, t1, params, rtol, atol, max_st
     options = {"rtol": rtol, "atol": atol}
     if h0:
         options["first_step"] = h0
-    solver = IMPLICIT_METHODS[method](
+    import scipy.integrate as si
+
+    solver = getattr(si, method)(
         kernels.fun, t0, np.array(y0, np.float64), t1, jac=kernels.jac, **options
     )
     n, T = y0.shape[0], t_eval.size
