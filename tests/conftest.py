@@ -155,6 +155,18 @@ FIRST_FILES = (
     "test_losses.py",
     "test_system.py",
     "test_ensemble.py",
+    # then the rest of the long files, longest first (worker seconds in cold runs on
+    # 2026-12-07: nn ~50, examples ~45, cache ~40, cuda ~40, cnf ~18, distributed ~15,
+    # densities and stiff ~11), so that the run ends on short files on both workers
+    # instead of one worker finishing a 50 s file alone (a 28 s imbalance before)
+    "test_nn.py",
+    "test_examples.py",
+    "test_cache.py",
+    "test_cuda.py",
+    "test_cnf.py",
+    "test_distributed.py",
+    "test_densities.py",
+    "test_stiff.py",
 )
 
 
