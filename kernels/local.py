@@ -12,6 +12,9 @@ Buffers over ``MAX_LOCAL_BYTES`` (large systems, sensitivities) are the caller's
 arrays instead (the stack of a worker thread is small): the loop then works in them
 directly. The loop itself allocates nothing, so it can be compiled without reference
 counting.
+
+Also here, as the other intrinsic that builds arrays by hand: ``packed_views``, the views
+of a packed 2-D array (the generic engine's tableau) in one step.
 """
 
 import llvmlite.ir as llir
