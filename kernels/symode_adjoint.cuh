@@ -340,29 +340,36 @@ SYMODE_HD void reverse_steps(const Workspace<Sys, Tab>& ws, I64 nseg, const doub
       const double *batol, I64 K, I64 L, double *work, double *GY0, double *GP, I64 *ST_F,       \
       I64 *ST_B, double *FOUT, real *Y_OUT
 
+// The start both gradients share (inside a SYMODE_GRADIENT_ARGS function with N and NP
+// defined): trajectory i's params (and as double, pd), its zeroed gradients, its
+// workspace, the forward pass with its checkpoints (returning if it failed), the
+// direction of time and the observation jumps of the backward sweep.
+#define SYMODE_GRADIENT_START                                                                   \
+  const real* p = P + i * NP;                                                                 \
+  double pd[NP > 0 ? NP : 1];                                                                 \
+  for (int q = 0; q < NP; ++q) pd[q] = double(p[q]);                                          \
+  double* gy0 = GY0 + i * N;                                                                  \
+  double* gp = GP + i * NP;                                                                   \
+  I64* st_b = ST_B + 5 * i;                                                                   \
+  double* fout = FOUT + N_FOUT * i;                                                           \
+  for (int j = 0; j < N; ++j) gy0[j] = 0.0;                                                   \
+  for (int q = 0; q < NP; ++q) gp[q] = 0.0;                                                   \
+  const double t0 = T0[i];                                                                    \
+  Workspace<Sys, Tab> ws(Strided<double>{work + i, B}, K, L);                                 \
+  ForwardRun f{T1[i], iopt, fopt, atol, grid, G, 0, 0, 0};                                    \
+  const Forward<real, Sys> kind{p};                                                           \
+  if (!forward_pass<real>(kind, ws, f, t0, Y0 + i * N, t_obs, T, Y_OUT + i * T * N, K,        \
+                          ST_F + 5 * i, fout))                                                \
+    return;                                                                                   \
+  const double direction = f.t1 >= t0 ? 1.0 : -1.0;                                           \
+  Jumps<N> jumps{t_obs, cot + i * T * N, T - 1};
+
 // One trajectory's discrete gradient (adjoint.py: discrete_gradient with checkpoints).
 template <typename real, class Sys, class Tab>
 SYMODE_HD void discrete_gradient(SYMODE_GRADIENT_ARGS) {
   (void)biopt, (void)bfopt, (void)batol;
   constexpr int N = Sys::N, NP = Sys::P;
-  const real* p = P + i * NP;
-  double pd[NP > 0 ? NP : 1];
-  for (int q = 0; q < NP; ++q) pd[q] = double(p[q]);
-  double* gy0 = GY0 + i * N;
-  double* gp = GP + i * NP;
-  I64* st_b = ST_B + 5 * i;
-  double* fout = FOUT + N_FOUT * i;
-  for (int j = 0; j < N; ++j) gy0[j] = 0.0;
-  for (int q = 0; q < NP; ++q) gp[q] = 0.0;
-  const double t0 = T0[i];
-  Workspace<Sys, Tab> ws(Strided<double>{work + i, B}, K, L);
-  ForwardRun f{T1[i], iopt, fopt, atol, grid, G, 0, 0, 0};
-  const Forward<real, Sys> kind{p};
-  if (!forward_pass<real>(kind, ws, f, t0, Y0 + i * N, t_obs, T, Y_OUT + i * T * N, K,
-                          ST_F + 5 * i, fout))
-    return;
-  const double direction = f.t1 >= t0 ? 1.0 : -1.0;
-  Jumps<N> jumps{t_obs, cot + i * T * N, T - 1};
+  SYMODE_GRADIENT_START
   double zbar[N];
   for (int m = 0; m < N; ++m) zbar[m] = 0.0;
   for (Piece pc = last_piece(ws, f, f.n_seg - 1, L); pc.q >= 0; pc = previous_piece(ws, f, pc, L)) {
@@ -509,24 +516,7 @@ SYMODE_HD void load_piece(const Forward<real, Sys>& kind, Adjoint<Sys, Tab>& adj
 template <typename real, class Sys, class Tab>
 SYMODE_HD void checkpoint_gradient(SYMODE_GRADIENT_ARGS) {
   constexpr int N = Sys::N, NP = Sys::P, NZ = N + NP;
-  const real* p = P + i * NP;
-  double pd[NP > 0 ? NP : 1];
-  for (int q = 0; q < NP; ++q) pd[q] = double(p[q]);
-  double* gy0 = GY0 + i * N;
-  double* gp = GP + i * NP;
-  I64* st_b = ST_B + 5 * i;
-  double* fout = FOUT + N_FOUT * i;
-  for (int j = 0; j < N; ++j) gy0[j] = 0.0;
-  for (int q = 0; q < NP; ++q) gp[q] = 0.0;
-  const double t0 = T0[i];
-  Workspace<Sys, Tab> ws(Strided<double>{work + i, B}, K, L);
-  ForwardRun f{T1[i], iopt, fopt, atol, grid, G, 0, 0, 0};
-  const Forward<real, Sys> kind{p};
-  if (!forward_pass<real>(kind, ws, f, t0, Y0 + i * N, t_obs, T, Y_OUT + i * T * N, K,
-                          ST_F + 5 * i, fout))
-    return;
-  const double direction = f.t1 >= t0 ? 1.0 : -1.0;
-  Jumps<N> jumps{t_obs, cot + i * T * N, T - 1};
+  SYMODE_GRADIENT_START
   Adjoint<Sys, Tab> adj(pd, ws, &jumps);
   SweepStops stops{t_obs, -1, 0.0, false, t0, direction, 0.0};
   Piece pc = last_piece(ws, f, f.n_seg - 1, L);

@@ -68,9 +68,12 @@ class _NumbaPrinter(PythonCodePrinter):
         return super()._print_Pow(expr, rational=rational)
 
 
-def _check_printable(exprs, printer: _NumbaPrinter, back: dict) -> None:
-    """Raise UnsupportedFunctionError naming the first function the printer cannot print,
-    in the user's own names (``back`` maps the synthetic symbols back)."""
+def compilable_nodes(exprs, back: dict):
+    """Every node of ``exprs`` with its text in the user's own names (``back`` maps the
+    synthetic symbols back), after raising UnsupportedFunctionError for what no printer
+    compiles: undefined functions and unevaluated derivatives, substitutions and
+    integrals. Each printer's own check (``_check_printable`` here and in cudagen) then
+    asks its printer about the nodes it cares about."""
     for e in exprs:
         for node in sp.preorder_traversal(e):
             user = node.xreplace(back) if isinstance(node, sp.Basic) else node
@@ -83,15 +86,22 @@ def _check_printable(exprs, printer: _NumbaPrinter, back: dict) -> None:
                 raise UnsupportedFunctionError(
                     f"unevaluated {type(node).__name__} {user} cannot be compiled"
                 )
-            if isinstance(node, sp.Function):
-                try:
-                    printer.doprint(node)
-                except UnsupportedFunctionError:
-                    raise
-                except Exception:
-                    raise UnsupportedFunctionError(
-                        f"function {node.func.__name__!r} (in {user}) has no numba translation"
-                    ) from None
+            yield node, user
+
+
+def _check_printable(exprs, printer: _NumbaPrinter, back: dict) -> None:
+    """Raise UnsupportedFunctionError naming the first function the printer cannot print,
+    in the user's own names."""
+    for node, user in compilable_nodes(exprs, back):
+        if isinstance(node, sp.Function):
+            try:
+                printer.doprint(node)
+            except UnsupportedFunctionError:
+                raise
+            except Exception:
+                raise UnsupportedFunctionError(
+                    f"function {node.func.__name__!r} (in {user}) has no numba translation"
+                ) from None
 
 
 # error_model="numpy": x / 0 gives inf or nan, which the engine reports as a non-finite

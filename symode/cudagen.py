@@ -40,10 +40,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import sympy as sp
-from sympy.core.function import AppliedUndef
 from sympy.printing.c import C99CodePrinter, known_functions_C99
 
-from .codegen import _placeholders, _vector_syms, cse_outputs
+from .codegen import _placeholders, _vector_syms, compilable_nodes, cse_outputs
 from .errors import UnsupportedFunctionError
 from .kernels import status as _status
 from .system import ODESystem, _symbol_name
@@ -140,34 +139,23 @@ class _CudaPrinter(C99CodePrinter):
 def _check_printable(exprs, printer: _CudaPrinter, back: dict) -> None:
     """Raise UnsupportedFunctionError naming the first node that cannot be printed, in
     the user's own names (``back`` maps the synthetic symbols back)."""
-    for e in exprs:
-        for node in sp.preorder_traversal(e):
-            user = node.xreplace(back) if isinstance(node, sp.Basic) else node
-            if isinstance(node, AppliedUndef):
+    for node, user in compilable_nodes(exprs, back):
+        if isinstance(node, (sp.Function, sp.Number, sp.NumberSymbol)) or node in (
+            sp.I,
+            sp.oo,
+            -sp.oo,
+            sp.zoo,
+            sp.nan,
+        ):
+            try:
+                printer.doprint(node)
+            except UnsupportedFunctionError as err:
+                raise UnsupportedFunctionError(f"{err} (in {user})") from None
+            except Exception:
+                name = getattr(getattr(node, "func", None), "__name__", str(node))
                 raise UnsupportedFunctionError(
-                    f"undefined function {node.func.__name__!r} (in {user}) cannot be compiled: "
-                    "define it as an expression of states, params and t"
-                )
-            if isinstance(node, (sp.Derivative, sp.Subs, sp.Integral)):
-                raise UnsupportedFunctionError(
-                    f"unevaluated {type(node).__name__} {user} cannot be compiled"
-                )
-            if isinstance(node, (sp.Function, sp.Number, sp.NumberSymbol)) or node in (
-                sp.I,
-                sp.oo,
-                -sp.oo,
-                sp.zoo,
-                sp.nan,
-            ):
-                try:
-                    printer.doprint(node)
-                except UnsupportedFunctionError as err:
-                    raise UnsupportedFunctionError(f"{err} (in {user})") from None
-                except Exception:
-                    name = getattr(getattr(node, "func", None), "__name__", str(node))
-                    raise UnsupportedFunctionError(
-                        f"function {name!r} (in {user}) has no CUDA C translation"
-                    ) from None
+                    f"function {name!r} (in {user}) has no CUDA C translation"
+                ) from None
 
 
 @dataclass
